@@ -1,0 +1,125 @@
+"""Backbones: open_clip dual encoders, by architecture name and weights.
+
+Contract of a ``backbone/*`` component:
+
+* ``build_model()`` returns an open_clip ``CLIP`` model (``encode_image``, ``encode_text``,
+  ``logit_scale``; towers at ``model.visual.transformer`` and ``model.transformer``);
+* ``tokenize(texts)`` returns a ``LongTensor`` of token ids for the model's context length;
+* ``image_size``, ``mean`` and ``std`` say how images must be fed (the normalisation always
+  applies, whatever the augmentation);
+* ``provenance()`` returns what a record needs to identify the weights (a checksum of the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rdbench.errors import DataError
+from rdbench.openclip import open_clip
+from rdbench.registry import REGISTRY, register
+
+
+class Backbone:
+    """Base class of backbones; see the module docstring for the contract."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def build_model(self) -> nn.Module:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:  # pragma: no cover - contract
+        raise NotImplementedError
+
+
+REGISTRY.define_kind("backbone", Backbone)
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@register("backbone/open-clip")
+class OpenCLIPBackbone(Backbone):
+    """Any open_clip architecture, with an open_clip pretrained tag or a local checkpoint.
+
+    ``pretrained`` is an open_clip tag (``openai``, ``laion2b_s34b_b79k``; needs the hub) or the
+    path of a local open_clip state dict: GeoRSCLIP and RemoteCLIP ViT-B/32 checkpoints are such
+    files. ``None`` gives random weights (parameter counts, benchmarks). A local checkpoint is
+    loaded with ``weights_only=True`` and its SHA-256 goes into every record.
+    """
+
+    def __init__(self, architecture: str = "ViT-B-32", pretrained: str | None = None, image_size: int | None = None):
+        if open_clip.get_model_config(architecture) is None:
+            import difflib
+
+            close = difflib.get_close_matches(architecture, open_clip.list_models(), n=3)
+            raise ValueError(f"unknown open_clip architecture {architecture!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        self.architecture, self.pretrained = architecture, pretrained
+        config = open_clip.get_model_config(architecture)
+        self.image_size = int(image_size or config["vision_cfg"].get("image_size", 224))
+        self._tokenizer = open_clip.get_tokenizer(architecture)
+        self.mean = tuple(open_clip.OPENAI_DATASET_MEAN)
+        self.std = tuple(open_clip.OPENAI_DATASET_STD)
+        self._checksum: str | None = None
+
+    def _local_checkpoint(self) -> Path | None:
+        if self.pretrained is None:
+            return None
+        path = Path(self.pretrained).expanduser()
+        looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in self.pretrained
+        if looks_like_path and not path.is_file():
+            raise DataError(
+                f"{path}: backbone checkpoint not found (expected an open_clip state dict file for {self.architecture}, "
+                "e.g. GeoRSCLIP's RS5M_ViT-B-32.pt)"
+            )
+        return path if looks_like_path else None
+
+    def build_model(self) -> nn.Module:
+        local = self._local_checkpoint()
+        kwargs = {"force_image_size": self.image_size} if self.image_size else {}
+        if local is not None:
+            model = open_clip.create_model(self.architecture, pretrained=None, **kwargs)
+            load_state(model, local, self.architecture)
+            self._checksum = file_sha256(local)
+        else:
+            model = open_clip.create_model(self.architecture, pretrained=self.pretrained, **kwargs)
+            self._checksum = None if self.pretrained is None else f"open_clip:{self.architecture}:{self.pretrained}"
+        return model
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self._tokenizer(texts)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "pretrained": self.pretrained, "checksum": self._checksum}
+
+
+def load_state(model: nn.Module, path: Path, architecture: str) -> None:
+    """Load an open_clip state dict (optionally wrapped as ``{'state_dict': ...}``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files
+        raise DataError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    if mismatched or len(missing) > len(own) // 2:
+        detail = f"shape of {mismatched[0]} is {tuple(state[mismatched[0]].shape)}" if mismatched else f"{len(missing)} tensors missing"
+        raise DataError(f"{path}: checkpoint is not a {architecture} state dict ({detail})")
+    model.load_state_dict(state, strict=False)

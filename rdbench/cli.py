@@ -1,0 +1,144 @@
+"""The ``rdbench`` command: run, validate, list, compare.
+
+User errors (:class:`rdbench.errors.RdbenchError`) print one line, ``rdbench: <problem>``, and
+exit with status 2 (1 when runs failed); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rdbench.errors import RdbenchError, RunFailed
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rdbench", description="PEFT benchmark for remote-sensing image-text retrieval.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def suite_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("suite", help="suite YAML file")
+        p.add_argument("--only", type=_csv, help="comma-separated run names")
+        p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (replaces the suite's)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a slot, e.g. trainer.max_epochs=1 or runs.full.optimizer.lr=1e-5")
+
+    p = sub.add_parser("run", help="run a suite (skips runs already done)")
+    suite_args(p)
+    p.add_argument("--overwrite", action="store_true", help="rerun runs that already have a successful record")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+
+    p = sub.add_parser("validate", help="resolve every run of a suite and check every argument, building nothing")
+    suite_args(p)
+    p.add_argument("--show", action="store_true", help="print each run's resolved config")
+
+    p = sub.add_parser("list", help="list registered components")
+    p.add_argument("pattern", nargs="?", default="", help="substring or kind/ prefix to filter keys")
+
+    p = sub.add_parser("compare", help="tables from run records")
+    p.add_argument("results", nargs="?", default="results")
+    p.add_argument("--suite")
+    p.add_argument("--format", default="table", help="table, markdown, latex or csv")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from rdbench.suite import parse_set
+    from rdbench.training.runner import run_suite
+
+    results = Path(args.results)
+    _check_writable(results)
+    outcome = run_suite(args.suite, results=results, only=args.only, seeds=args.seeds,
+                        overrides=parse_set(args.overrides), overwrite=args.overwrite)
+    print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed; records in {results}/")
+    if outcome.failed:
+        raise RunFailed(f"{outcome.failed} run(s) failed; their record.json says why")
+    return 0
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise RdbenchError(f"{folder}: results folder is not writable")
+
+
+def cmd_validate(args) -> int:
+    import yaml
+
+    from rdbench.suite import parse_set
+    from rdbench.training.runner import plan_suite
+
+    runs = plan_suite(args.suite, only=args.only, seeds=args.seeds, overrides=parse_set(args.overrides))
+    for run in runs:
+        keys = ", ".join(f"{slot}={r.key or r.record()['class_path']}" for slot, r in run.components.items())
+        print(f"ok  {run.plan.suite}/{run.plan.label}: {keys}")
+        if args.show:
+            print(yaml.safe_dump(run.config(), sort_keys=False).rstrip().replace("\n", "\n    ").join(["    ", ""]))
+    print(f"{args.suite}: {len(runs)} run(s) valid")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    from rdbench.registry import REGISTRY
+
+    rows = []
+    for entry in REGISTRY.entries():
+        if args.pattern and args.pattern not in entry.key:
+            continue
+        desc = entry.description + (f" [{', '.join(entry.tags)}]" if entry.tags else "")
+        rows.append((entry.key, entry.source, desc))
+    if not rows:
+        raise RdbenchError(f"no component key matches {args.pattern!r}")
+    print(tabulate(rows, headers=["key", "source", "description"], tablefmt="simple", maxcolwidths=[None, None, 70]))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from rdbench.results.compare import compare
+
+    text, warnings = compare(args.results, suite=args.suite, fmt=args.format)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RdbenchError as exc:
+        if args.debug:
+            raise
+        print(f"rdbench: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rdbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""User-facing errors: each carries one line that names the file or key and the problem.
+
+The command line prints ``str(error)`` and exits non-zero without a traceback (``--debug`` shows
+it). Anything that is not an ``RdbenchError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RdbenchError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 2
+
+
+class ConfigError(RdbenchError):
+    """A suite, preset or override that cannot be read or resolved."""
+
+
+class RegistryError(RdbenchError):
+    """An unknown, duplicated or unloadable component key."""
+
+
+class DataError(RdbenchError):
+    """A dataset root, annotation file or image that cannot be used."""
+
+
+class RunFailed(RdbenchError):
+    """At least one run of a suite failed; its record says why."""
+
+    exit_code = 1

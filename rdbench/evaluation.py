@@ -1,0 +1,117 @@
+"""Retrieval metrics for image-text retrieval, as the RSITR literature defines them (DATA.md §3).
+
+``retrieval_metrics`` takes image and caption embeddings (or a precomputed image x caption
+similarity matrix) and the caption -> image mapping, and returns, in percent:
+
+* ``i2t_R@K`` (image query, "text retrieval"): the share of images for which at least one of
+  their captions ranks in the top K of all captions;
+* ``t2i_R@K`` (caption query, "image retrieval"): the share of captions whose own image ranks in
+  the top K of all images; duplicated caption strings are separate queries;
+* ``mR``: the mean of the six.
+
+**Tie rule.** A positive ranks *below every negative with an equal score*: the rank of a query's
+best positive is the number of negatives scoring greater than *or equal to* it. So no sort order,
+device or library detail can inflate a result; the number of queries whose best positive tied
+with at least one negative is reported (``ties_i2t``, ``ties_t2i``) so that a reader can see
+when ties happened at all. With no ties this equals the VSE++/AMFMN, ALBEF/PIR and
+CLIP_benchmark computations.
+
+The computation is vectorised: one pass over the similarity matrix per direction, no per-query
+Python loop; ``chunk`` bounds the memory of the comparison masks for large galleries.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+RECALL_KS = (1, 5, 10)
+METRIC_NAMES = tuple(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in RECALL_KS) + ("mR",)
+
+
+def retrieval_metrics(
+    image_emb: torch.Tensor | None = None,
+    text_emb: torch.Tensor | None = None,
+    text_to_image: torch.Tensor | Sequence[int] | None = None,
+    *,
+    similarity: torch.Tensor | None = None,
+    ks: Sequence[int] = RECALL_KS,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """I2T/T2I recall at K and mR in percent, plus tie counts; see the module docstring.
+
+    Args:
+        image_emb: (N, E) image embeddings (normalised or not: the dot product is the score).
+        text_emb: (M, E) caption embeddings.
+        text_to_image: (M,) index into the images of each caption's own image.
+        similarity: (N, M) scores, instead of the embeddings.
+        ks: the cut-offs; ``mR`` averages every reported recall.
+        chunk: rows processed at once (memory bound: chunk x M booleans).
+    """
+    if similarity is None:
+        if image_emb is None or text_emb is None:
+            raise ValueError("give either image_emb and text_emb, or similarity")
+        similarity = image_emb.float() @ text_emb.float().t()
+    if text_to_image is None:
+        raise ValueError("text_to_image is required")
+    sim = similarity.float()
+    n_images, n_texts = sim.shape
+    owner = torch.as_tensor(text_to_image, dtype=torch.long, device=sim.device)
+    if owner.shape != (n_texts,):
+        raise ValueError(f"text_to_image has shape {tuple(owner.shape)}, expected ({n_texts},)")
+    if n_texts and (owner.min() < 0 or owner.max() >= n_images):
+        raise ValueError("text_to_image points outside the images")
+    if n_images and torch.bincount(owner, minlength=n_images).min() == 0:
+        raise ValueError("every image needs at least one caption")
+
+    i2t_rank, i2t_ties = _image_query_ranks(sim, owner, chunk)
+    t2i_rank, t2i_ties = _text_query_ranks(sim, owner, chunk)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = 100.0 * int((i2t_rank < k).sum()) / n_images
+    for k in ks:
+        out[f"t2i_R@{k}"] = 100.0 * int((t2i_rank < k).sum()) / n_texts
+    out["mR"] = sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks) / (2 * len(ks))
+    out["ties_i2t"] = int(i2t_ties)
+    out["ties_t2i"] = int(t2i_ties)
+    out["n_images"] = n_images
+    out["n_captions"] = n_texts
+    return out
+
+
+def _image_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
+    """Rank of each image's best caption among the negatives (ties counted against)."""
+    ranks, ties = [], 0
+    cols = torch.arange(sim.shape[0], device=sim.device)
+    for start in range(0, sim.shape[0], chunk):
+        rows = sim[start : start + chunk]
+        positive = owner[None, :] == cols[start : start + chunk, None]
+        best = rows.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
+        beats = (rows >= best) & ~positive
+        ranks.append(beats.sum(dim=1))
+        ties += int(((rows == best) & ~positive).any(dim=1).sum())
+    return torch.cat(ranks), ties
+
+
+def _text_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
+    """Rank of each caption's own image among the other images (ties counted against)."""
+    ranks, ties = [], 0
+    sim_t = sim.t()
+    for start in range(0, sim_t.shape[0], chunk):
+        rows = sim_t[start : start + chunk]
+        own = owner[start : start + chunk]
+        score = rows.gather(1, own[:, None])
+        negative = torch.ones_like(rows, dtype=torch.bool)
+        negative[torch.arange(rows.shape[0], device=sim.device), own] = False
+        ranks.append(((rows >= score) & negative).sum(dim=1))
+        ties += int(((rows == score) & negative).any(dim=1).sum())
+    return torch.cat(ranks), ties
+
+
+def per_query_hits(sim: torch.Tensor, text_to_image: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query hit indicators at ``k`` (image queries, caption queries), for paired tests."""
+    owner = torch.as_tensor(text_to_image, dtype=torch.long, device=sim.device)
+    i2t, _ = _image_query_ranks(sim.float(), owner, 1024)
+    t2i, _ = _text_query_ranks(sim.float(), owner, 1024)
+    return i2t < k, t2i < k

@@ -1,0 +1,112 @@
+"""The loss-term contract, the weighting contract, and the composition of terms into one loss.
+
+Contract of a ``loss/*`` term: an ``nn.Module`` whose ``forward(step)`` takes a
+:class:`StepOutputs` (embeddings, temperature, image ids, scene labels, and the module itself for
+anything else it needs, e.g. a teacher forward pass) and returns a scalar tensor. Optional hooks,
+called by the LightningModule for every term without knowing which term it is:
+
+* ``setup(module)``: once, after the adapter is attached (build heads, copy a teacher);
+* ``after_optimizer_step(module)``: after each optimiser step (update an EMA teacher).
+
+A term's own parameters (a classification head) train with the adapter's.
+
+Contract of a ``weighting/*``: an ``nn.Module`` whose ``forward(values)`` takes the named term
+values and returns ``(total, weights)``, ``weights`` being the effective weight of each term (for
+logging). A learned weighting's parameters train too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rdbench.registry import REGISTRY, register
+
+
+@dataclass
+class StepOutputs:
+    """What one training step hands to the loss terms."""
+
+    image_emb: torch.Tensor  # (B, E), L2-normalised
+    text_emb: torch.Tensor  # (B, E), L2-normalised
+    logit_scale: torch.Tensor  # the backbone's temperature, exp() already applied
+    image_ids: torch.Tensor  # (B,) int: captions of one image share an id
+    labels: torch.Tensor  # (B,) int scene class, -1 where unknown
+    batch: dict[str, Any]  # the raw batch (images, tokens, ...)
+    module: Any  # the LightningModule, for terms that need more (a second forward pass)
+
+
+class LossTerm(nn.Module):
+    """Base class of loss terms; see the module docstring for the contract."""
+
+    def setup(self, module: Any) -> None:
+        """Called once after the adapter is attached."""
+
+    def after_optimizer_step(self, module: Any) -> None:
+        """Called after every optimiser step."""
+
+    def forward(self, step: StepOutputs) -> torch.Tensor:  # pragma: no cover - contract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(step)")
+
+
+class Weighting(nn.Module):
+    """Base class of term weightings; see the module docstring for the contract."""
+
+    def forward(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(values)")
+
+
+REGISTRY.define_kind("loss", LossTerm)
+REGISTRY.define_kind("weighting", Weighting)
+
+
+@register("weighting/fixed")
+class FixedWeighting(Weighting):
+    """Fixed weights ``sum_k w_k L_k`` (1.0 for every term not named)."""
+
+    def __init__(self, weights: dict[str, float] | None = None):
+        super().__init__()
+        self.weights = dict(weights or {})
+
+    def forward(self, values):
+        weights = {k: torch.as_tensor(float(self.weights.get(k, 1.0)), device=v.device) for k, v in values.items()}
+        total = sum(weights[k] * v for k, v in values.items())
+        return total, weights
+
+
+@register("loss/composite")
+class CompositeLoss(LossTerm):
+    """Named loss terms combined by a weighting; what the LightningModule optimises.
+
+    A suite's ``loss`` slot may name a single term (``loss/infonce``): the runner then wraps it
+    as the only term of a composite with fixed weight 1, so the module always sees this class.
+    """
+
+    def __init__(self, terms: dict[str, LossTerm], weighting: Weighting = "weighting/fixed"):  # type: ignore[assignment]
+        super().__init__()
+        if not terms:
+            raise ValueError("a composite loss needs at least one term")
+        self.terms = nn.ModuleDict(terms)
+        self.weighting = weighting
+
+    def setup(self, module: Any) -> None:
+        for term in self.terms.values():
+            term.setup(module)
+
+    def after_optimizer_step(self, module: Any) -> None:
+        for term in self.terms.values():
+            term.after_optimizer_step(module)
+
+    def evaluate(self, step: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total, and every term and weight by name for logging."""
+        values = {name: term(step) for name, term in self.terms.items()}
+        total, weights = self.weighting(values)
+        logs = {f"loss/{k}": v.detach() for k, v in values.items()}
+        logs.update({f"weight/{k}": torch.as_tensor(w).detach() for k, w in weights.items()})
+        return total, logs
+
+    def forward(self, step: StepOutputs) -> torch.Tensor:
+        return self.evaluate(step)[0]

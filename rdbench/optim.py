@@ -1,0 +1,70 @@
+"""Optimiser factories (kind ``optimizer``): what the LightningModule calls in
+``configure_optimizers`` with the parameters that train and the number of steps.
+
+Contract: ``build(params, total_steps) -> (torch.optim.Optimizer, LR scheduler or None)``; a
+scheduler is stepped every optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Literal
+
+import torch
+
+from rdbench.registry import REGISTRY, register
+
+
+class Optimizer:
+    """Base class of optimiser factories; see the module docstring."""
+
+    def build(self, params: Iterable[torch.nn.Parameter], total_steps: int):  # pragma: no cover - contract
+        raise NotImplementedError
+
+
+REGISTRY.define_kind("optimizer", Optimizer)
+
+
+@register("optimizer/adamw")
+class AdamWOptimizer(Optimizer):
+    """AdamW with linear warm-up then a constant, cosine or linear schedule.
+
+    Defaults follow HarMA's PEFT recipe on GeoRSCLIP (betas 0.9/0.98, METHOD.md section 5);
+    ``fused`` (a CUDA fast path) is an argument so accelerator runs can turn it on.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_ratio: float = 0.0,
+        schedule: Literal["constant", "cosine", "linear"] = "cosine",
+        fused: bool = False,
+    ):
+        if lr <= 0:
+            raise ValueError("lr must be positive")
+        if not 0 <= warmup_ratio < 1:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
+        self.warmup_ratio, self.schedule, self.fused = warmup_ratio, schedule, fused
+
+    def build(self, params, total_steps):
+        params = [p for p in params if p.requires_grad]
+        kwargs = {"fused": True} if self.fused else {}
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas, eps=self.eps, **kwargs)
+        total = max(int(total_steps), 1)
+        warmup = int(self.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(total - warmup, 1)
+            if self.schedule == "cosine":
+                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            if self.schedule == "linear":
+                return max(1.0 - progress, 0.0)
+            return 1.0
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

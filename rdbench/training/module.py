@@ -1,0 +1,146 @@
+"""The one LightningModule: a frozen open_clip backbone, whatever adapter, whatever loss.
+
+It receives its components built (never a config object), attaches the adapter, freezes the
+backbone, and trains exactly what the adapter declares plus the loss's own parameters (heads,
+learned weights). It never asks which adapter or loss it holds: every difference between
+methods lives in the components' contract methods.
+
+Evaluation embeds every distinct image once and every caption once (the evaluation loader
+yields image batches, then caption batches), then computes the metrics of
+:func:`rdbench.evaluation.retrieval_metrics` on the whole split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdbench.adapters.base import Adapter
+from rdbench.evaluation import METRIC_NAMES, retrieval_metrics
+from rdbench.losses.base import CompositeLoss, StepOutputs
+from rdbench.optim import Optimizer
+
+
+class RetrievalModule(L.LightningModule):
+    """Contrastive image-text retrieval with parameter-efficient fine-tuning."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: Adapter,
+        loss: CompositeLoss,
+        optimizer: Optimizer,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+    ):
+        super().__init__()
+        self.model, self.adapter, self.loss, self.optimizer_factory = model, adapter, loss, optimizer
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.model.requires_grad_(False)
+        self.adapter.attach(self.model)
+        for _, param in self.adapter.trainable_parameters(self.model):
+            param.requires_grad_(True)
+        self.loss.setup(self)
+        # Checkpoints keep what trains (and the adapter's buffers), not the frozen backbone:
+        # loading them is then partial by design.
+        self.strict_loading = False
+        self._eval: dict[str, list] = {}
+        self.last_eval: dict[str, dict[str, float]] = {}
+
+    # -- the two towers -------------------------------------------------------------------------
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> normalised float, on the device (the backbone's mean and std)."""
+        return (images.float().div_(255) - self.mean) / self.std
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter.encode_image(self.model, self.prepare_images(images)), dim=-1)
+
+    def embed_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter.encode_text(self.model, tokens), dim=-1)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_images(images), self.embed_texts(tokens)
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        image_emb, text_emb = self(batch["images"], batch["tokens"])
+        step = StepOutputs(
+            image_emb=image_emb,
+            text_emb=text_emb,
+            logit_scale=self.model.logit_scale.exp().clamp(max=100.0),
+            image_ids=batch["image_ids"],
+            labels=batch["labels"],
+            batch=batch,
+            module=self,
+        )
+        total, logs = self.loss.evaluate(step)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss is {total.item()} at step {self.global_step}")
+        size = len(batch["tokens"])
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=size)
+        return total
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.loss.after_optimizer_step(self)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer, scheduler = self.optimizer_factory.build(params, self.trainer.estimated_stepping_batches)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        if "images" in batch:
+            self._eval.setdefault("images", []).append((batch["index"], self.embed_images(batch["images"])))
+        else:
+            self._eval.setdefault("texts", []).append((batch["index"], self.embed_texts(batch["tokens"])))
+
+    def _eval_end(self, split: str) -> None:
+        images = _ordered(self._eval.pop("images", []))
+        texts = _ordered(self._eval.pop("texts", []))
+        owner = self.trainer.datamodule.split(split).caption_image.to(images.device)
+        metrics = retrieval_metrics(images, texts, owner)
+        self.last_eval[split] = metrics
+        self.log_dict({f"{split}/{m}": metrics[m] for m in METRIC_NAMES}, prog_bar=False)
+        self.log(f"{split}/mR", metrics["mR"], prog_bar=True)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = {name for name, p in self.named_parameters() if p.requires_grad}
+        keep |= {f"adapter.{name}" for name, _ in self.adapter.named_buffers()}
+        keep |= {f"loss.{name}" for name, _ in self.loss.named_buffers()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        checkpoint = {"state_dict": self.state_dict()}
+        self.on_save_checkpoint(checkpoint)
+        return checkpoint["state_dict"]
+
+
+def _ordered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Embeddings in item order, whatever order the batches came in."""
+    index = torch.cat([i for i, _ in chunks])
+    emb = torch.cat([e for _, e in chunks])
+    out = torch.empty_like(emb)
+    out[index.to(emb.device)] = emb
+    return out

@@ -1,0 +1,155 @@
+"""From a merged run config to a resolved run: every slot checked, nothing built.
+
+This is what ``rdbench validate`` prints and what ``config.yaml`` records before training.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rdbench.errors import ConfigError, RdbenchError
+from rdbench.resolve import Resolved, resolve
+from rdbench.suite import COMPONENT_SLOTS, RunPlan
+
+#: Slots a suite may leave out, and what they default to.
+DEFAULT_SLOTS = {"adapter": "adapter/none", "loss": "loss/infonce", "optimizer": "optimizer/adamw"}
+REQUIRED_SLOTS = ("backbone", "dataset")
+#: Lightning Trainer settings rdbench chooses unless the suite says otherwise.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 5,
+    "accelerator": "auto",
+    "devices": 1,
+    "precision": "32-true",
+    "num_sanity_val_steps": 0,
+    "log_every_n_steps": 10,
+    "enable_model_summary": False,
+}
+#: Trainer arguments rdbench owns: a suite cannot set them (they would break records).
+TRAINER_RESERVED = ("callbacks", "logger", "default_root_dir", "enable_checkpointing")
+
+
+@dataclass
+class DataOptions:
+    """Loader settings (the ``data`` slot)."""
+
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be at least 2 (a contrastive batch needs negatives)")
+        if self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0")
+
+
+@dataclass
+class Selection:
+    """Model selection (the ``selection`` slot): always on a validation metric."""
+
+    monitor: str = "val/mR"
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if not self.monitor.startswith("val/"):
+            raise ValueError(f"model selection must use the validation split, not {self.monitor!r} (DATA.md section 4)")
+        if self.mode not in ("max", "min"):
+            raise ValueError("mode must be 'max' or 'min'")
+
+
+@dataclass
+class ResolvedRun:
+    plan: RunPlan
+    components: dict[str, Resolved]
+    trainer: dict[str, Any]
+    data: DataOptions
+    selection: Selection
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
+
+    def config(self) -> dict[str, Any]:
+        """The fully resolved config, as written to ``config.yaml`` and printed by validate."""
+        return {
+            "suite": self.plan.suite,
+            "run": self.plan.run,
+            "seed": self.plan.seed,
+            "components": {slot: r.record() for slot, r in self.components.items()},
+            "trainer": self.trainer,
+            "data": asdict(self.data),
+            "selection": asdict(self.selection),
+        }
+
+
+def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
+    """Resolve every slot of one run; errors name the suite file, the run and the slot."""
+    config = plan.config
+    components: dict[str, Resolved] = {}
+    for slot, kind in COMPONENT_SLOTS.items():
+        spec = config.get(slot, DEFAULT_SLOTS.get(slot))
+        if spec is None:
+            if slot in REQUIRED_SLOTS:
+                raise ConfigError(f"{where}: run {plan.run!r} has no `{slot}` (set it in defaults or in the run)")
+            continue
+        try:
+            components[slot] = resolve(spec, kind)
+        except RdbenchError as exc:
+            raise ConfigError(f"{where}: run {plan.run!r}, {slot}: {exc}") from None
+    try:
+        trainer = check_trainer(config.get("trainer") or {})
+        data = _dataclass(DataOptions, config.get("data") or {}, "data")
+        selection = _dataclass(Selection, config.get("selection") or {}, "selection")
+    except RdbenchError as exc:
+        raise ConfigError(f"{where}: run {plan.run!r}, {exc}") from None
+    return ResolvedRun(plan, components, trainer, data, selection)
+
+
+def _dataclass(cls: type, values: dict[str, Any], slot: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{slot}: expected a mapping, got {values!r}")
+    from rdbench.resolve import _check_plain
+
+    params = {n: p for n, p in inspect.signature(cls).parameters.items()}
+    unknown = [k for k in values if k not in params]
+    if unknown:
+        raise ConfigError(f"{slot}: unknown setting(s) {', '.join(unknown)}; settings are {', '.join(params)}")
+    checked = _check_plain(cls, slot, dict(values), set(), params, partial=True)
+    try:
+        return cls(**checked)
+    except ValueError as exc:
+        raise ConfigError(f"{slot}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _trainer_params() -> dict[str, inspect.Parameter]:
+    import lightning as L
+
+    return dict(list(inspect.signature(L.Trainer.__init__).parameters.items())[1:])
+
+
+def check_trainer(values: dict[str, Any]) -> dict[str, Any]:
+    """Lightning Trainer arguments, checked against ``Trainer.__init__``; defaults filled in."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"trainer: expected a mapping of Lightning Trainer arguments, got {values!r}")
+    params = _trainer_params()
+    for key, value in values.items():
+        if key in TRAINER_RESERVED:
+            raise ConfigError(f"trainer: {key!r} is set by rdbench (records and model selection depend on it)")
+        if key not in params:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(params), n=1)
+            raise ConfigError(f"trainer: unknown Lightning Trainer argument {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        if key in ("max_epochs", "max_steps", "min_epochs", "log_every_n_steps", "accumulate_grad_batches", "check_val_every_n_epoch"):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError(f"trainer: {key} must be an integer, got {value!r}")
+        if key.startswith("limit_") and not isinstance(value, (int, float)):
+            raise ConfigError(f"trainer: {key} must be a number, got {value!r}")
+    return {**TRAINER_DEFAULTS, **values}
