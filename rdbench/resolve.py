@@ -276,3 +276,19 @@ def _jsonable(value: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def as_builder(value: Any, kind: str) -> Any:
+    """A callable that builds a fresh ``kind`` component: for ``Builder[...]`` arguments when a
+    component is constructed directly in Python with a key or spec rather than by the runner."""
+    if callable(value) and not isinstance(value, (str, dict)):
+        return value
+    return functools.partial(resolve(value, kind, partial=True).build)
+
+
+def as_component(value: Any, kind: str) -> Any:
+    """Build ``value`` if it is a key or spec (a component constructed directly in Python with a
+    default such as ``"weighting/fixed"``); return it unchanged if it is already built."""
+    if isinstance(value, (str, dict)):
+        return resolve(value, kind).build()
+    return value

@@ -50,7 +50,7 @@ class TinyRSBackbone(Backbone):
     """Embedded tiny CLIP (open_clip config ``tiny-rs``), pre-trained by rdbench on a synthetic
     source domain and cached; see the module docstring."""
 
-    def __init__(self, steps: int = 500, batch_size: int = 64, lr: float = 1e-3, source_images: int = 6000, seed: int = 0):
+    def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 1e-3, source_images: int = 5000, seed: int = 0):
         register_architecture()
         self.steps, self.batch_size, self.lr, self.source_images, self.seed = steps, batch_size, lr, source_images, seed
         config = open_clip.get_model_config(ARCHITECTURE)

@@ -90,7 +90,9 @@ class CompositeLoss(LossTerm):
         if not terms:
             raise ValueError("a composite loss needs at least one term")
         self.terms = nn.ModuleDict(terms)
-        self.weighting = weighting
+        from rdbench.resolve import as_component
+
+        self.weighting = as_component(weighting, "weighting")
 
     def setup(self, module: Any) -> None:
         for term in self.terms.values():

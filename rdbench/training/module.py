@@ -109,7 +109,7 @@ class RetrievalModule(L.LightningModule):
         owner = self.trainer.datamodule.split(split).caption_image.to(images.device)
         metrics = retrieval_metrics(images, texts, owner)
         self.last_eval[split] = metrics
-        self.log_dict({f"{split}/{m}": metrics[m] for m in METRIC_NAMES}, prog_bar=False)
+        self.log_dict({f"{split}/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
         self.log(f"{split}/mR", metrics["mR"], prog_bar=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -1,0 +1,203 @@
+"""CMAA, the Cross-Modal Asymmetric Adapter of RDB (Ning et al., 2025), and its symmetric twin.
+
+The skeleton shared by both (METHOD.md section 2), in every selected block of each tower::
+
+    h = act(W_down x)            # D -> r
+    h = h + mixer(h)             # the tower's token mixer (DA, HA, MHSA or none)
+    h = h + interaction_l(h)     # weights shared by both towers at depth l
+    a = W_up h                   # r -> D, zero-initialised: training starts at the backbone
+    x <- x + s * a               # parallel to the MLP or after it; s fixed or a learnable gate
+
+CMAA puts differential attention in the image tower (VEA) and hierarchical attention in the
+text tower (TSA). ``adapter/symmetric`` is the same class with one mixer for both towers, so the
+two differ in one place only and a suite line can switch DA, HA or the interaction off.
+
+Interaction contract (kind ``interaction``): built by the adapter with ``dim`` (r) and
+``layer`` (1-based depth); ``forward(h)`` returns a residual added to ``h`` in both towers;
+``shared_width`` (default 0) and ``shared_up(h)`` let an interaction own a slice of the
+up-projection instead (MRS-Adapter's shared up-projection). No token ever crosses towers, so
+images and captions stay independently encodable for gallery retrieval.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from rdbench.adapters.attention import Attention
+from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
+from rdbench.adapters.basic import Scale
+from rdbench.registry import REGISTRY, register
+from rdbench.resolve import Builder, as_builder
+
+
+class Interaction(nn.Module):
+    """Base class of interaction layers; see the module docstring for the contract."""
+
+    shared_width: int = 0
+
+    def __init__(self, dim: int, layer: int = 1):
+        super().__init__()
+        self.dim, self.layer = dim, layer
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(h)
+
+    def shared_up(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - only with shared_width
+        raise NotImplementedError
+
+
+REGISTRY.define_kind("interaction", Interaction)
+
+
+@register("interaction/none")
+class NoInteraction(Interaction):
+    """No shared layer: the two towers' adapters are independent (CMAA without interaction)."""
+
+
+@register("interaction/shared-mlp")
+class SharedMLPInteraction(Interaction):
+    """A residual MLP ``r -> r/2 -> r`` whose weights both towers use at the same depth (the
+    default reading of RDB's shared interaction layer, METHOD.md section 2.3). Its last layer
+    starts at zero."""
+
+    def __init__(self, dim: int, layer: int = 1, hidden_ratio: float = 0.5):
+        super().__init__(dim, layer)
+        hidden = max(int(dim * hidden_ratio), 1)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(h)))
+
+
+@register("interaction/shared-slice")
+class SharedSliceInteraction(Interaction):
+    """A shared slice of the up-projection (MRS-Adapter's reading, PE-RSITR 2023): both towers'
+    up-projections end in the same ``r -> width`` map, zero-initialised, concatenated after each
+    tower's own ``r -> D - width`` map."""
+
+    def __init__(self, dim: int, layer: int = 1, width: int = 64):
+        super().__init__(dim, layer)
+        self.shared_width = width
+        self.up = nn.Linear(dim, width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def shared_up(self, h: torch.Tensor) -> torch.Tensor:
+        return self.up(h)
+
+
+class AdapterBranch(nn.Module):
+    """One tower's adapter in one block: down, mixer, shared interaction, up."""
+
+    def __init__(self, width: int, bottleneck: int, mixer: Attention, interaction: Interaction, dropout: float):
+        super().__init__()
+        self.down = nn.Linear(width, bottleneck)
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.mixer = mixer
+        # The interaction is owned by the adapter (shared by both towers); a plain attribute
+        # keeps it from being registered, and counted, twice.
+        object.__setattr__(self, "interaction", interaction)
+        self.up = nn.Linear(bottleneck, width - interaction.shared_width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.dropout(self.act(self.down(x)))
+        h = h + self.mixer(h, padding)
+        h = h + self.interaction(h)
+        a = self.up(h)
+        if self.interaction.shared_width:
+            a = torch.cat([a, self.interaction.shared_up(h)], dim=-1)
+        return a
+
+
+@register("adapter/cmaa", tags=("rdb",))
+class CMAAdapter(Adapter):
+    """Cross-Modal Asymmetric Adapter (RDB, Ning et al., 2025): VEA = bottleneck + differential
+    attention on the image tower, TSA = bottleneck + hierarchical attention on the text tower,
+    joined by a shared interaction layer at each depth. See the module docstring for the
+    skeleton; the readings of DA, HA and the interaction are the mixers' own components.
+
+    ``bottleneck=64`` is MRS-Adapter's width (equal in both towers, as the shared interaction
+    needs); ``scale=0.1`` is AdaptFormer's fixed scale; ``learnable_scale`` makes it a gate.
+    """
+
+    def __init__(
+        self,
+        bottleneck: int = 64,
+        vision_mixer: Builder[Attention] = "attention/diff",  # type: ignore[assignment]
+        text_mixer: Builder[Attention] = "attention/hierarchical",  # type: ignore[assignment]
+        interaction: Builder[Interaction] = "interaction/shared-mlp",  # type: ignore[assignment]
+        position: Literal["parallel", "sequential"] = "parallel",
+        scale: float = 0.1,
+        learnable_scale: bool = False,
+        layers: list[int] | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if bottleneck < 1:
+            raise ValueError("bottleneck must be at least 1")
+        self.bottleneck, self.position, self.layers, self.dropout = bottleneck, position, layers, dropout
+        self.scale_value, self.learnable_scale = scale, learnable_scale
+        self.mixers: dict[str, Callable[..., Attention]] = {
+            "vision": as_builder(vision_mixer, "attention"),
+            "text": as_builder(text_mixer, "attention"),
+        }
+        self.make_interaction = as_builder(interaction, "interaction")
+        self.branches = nn.ModuleDict()
+        self.scales = nn.ModuleDict()
+        self.interactions = nn.ModuleDict()
+        self._padding: torch.Tensor | None = None
+        self._hooks: list = []
+
+    def before_encode_text(self, tokens: torch.Tensor) -> None:
+        # CLIP's EOT token has the largest id; everything after it is padding.
+        eot = tokens.argmax(dim=-1, keepdim=True)
+        self._padding = torch.arange(tokens.shape[1], device=tokens.device)[None, :] > eot
+
+    def attach(self, model: nn.Module) -> None:
+        blocks, widths = tower_blocks(model), tower_widths(model)
+        for tower in ("vision", "text"):
+            for index in select_layers(self.layers, len(blocks[tower])):
+                depth = index + 1
+                key = str(index)
+                if key not in self.interactions:
+                    self.interactions[key] = self.make_interaction(dim=self.bottleneck, layer=depth)
+                mixer = self.mixers[tower](dim=self.bottleneck, layer=depth, causal=tower == "text")
+                branch = AdapterBranch(widths[tower], self.bottleneck, mixer, self.interactions[key], self.dropout)
+                name = f"{tower}_{index}"
+                self.branches[name] = branch
+                self.scales[name] = Scale(self.scale_value, self.learnable_scale)
+                self._hooks += hook_block_mlp(blocks[tower][index], self._branch_fn(name, tower), self.position)
+
+    def _branch_fn(self, name: str, tower: str):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            padding = self._padding if tower == "text" else None
+            return self.scales[name](self.branches[name](x, padding))
+
+        return run
+
+
+@register("adapter/symmetric", tags=("baseline", "symmetric"))
+class SymmetricAdapter(CMAAdapter):
+    """The symmetric counterpart of CMAA: the same skeleton and the same ``mixer`` in both
+    towers (none by default: a plain bottleneck adapter with GELU, the ablation's baseline)."""
+
+    def __init__(
+        self,
+        bottleneck: int = 64,
+        mixer: Builder[Attention] = "attention/none",  # type: ignore[assignment]
+        interaction: Builder[Interaction] = "interaction/none",  # type: ignore[assignment]
+        position: Literal["parallel", "sequential"] = "parallel",
+        scale: float = 0.1,
+        learnable_scale: bool = False,
+        layers: list[int] | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__(bottleneck, mixer, mixer, interaction, position, scale, learnable_scale, layers, dropout)

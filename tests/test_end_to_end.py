@@ -1,0 +1,97 @@
+"""A whole suite through the real command: tiny backbone, real Lightning Trainer, real records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rdbench.cli import main
+from rdbench.evaluation import METRIC_NAMES
+
+SUITE = """\
+# A few steps of each foundation adapter on the tiny components.
+suite: e2e
+defaults:
+  backbone: {{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}}
+  dataset: {{name: dataset/synthetic-rs, train: 12, val: 6, test: 6, root: {root}}}
+  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
+  trainer: {{max_epochs: 1, enable_progress_bar: false}}
+  data: {{batch_size: 8, eval_batch_size: 16}}
+runs:
+  zero-shot: {{adapter: adapter/none}}
+  full: {{adapter: adapter/full}}
+  bottleneck: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    suite = tmp / "e2e.yaml"
+    suite.write_text(SUITE.format(root=tmp / "data"))
+    results = tmp / "results"
+    code = main(["run", str(suite), "--results", str(results)])
+    return suite, results, code
+
+
+def records(results: Path) -> dict[str, dict]:
+    return {p.parent.parent.name: json.loads(p.read_text()) for p in sorted(results.glob("e2e/*/seed0/record.json"))}
+
+
+def test_every_run_succeeds_with_a_complete_record(finished):
+    _, results, code = finished
+    assert code == 0
+    recs = records(results)
+    assert set(recs) == {"zero-shot", "full", "bottleneck"}
+    for name, rec in recs.items():
+        assert rec["schema_version"] == 1 and rec["status"] == "success" and rec["error"] is None, name
+        for split in ("val", "test"):
+            for metric in METRIC_NAMES:
+                assert 0.0 <= rec["metrics"][f"{split}/{metric}"] <= 100.0
+        assert rec["eval"]["test"]["n_images"] == 6 and rec["eval"]["test"]["n_captions"] == 30
+        assert set(rec["components"]) >= {"backbone", "dataset", "adapter", "loss", "optimizer"}
+        assert rec["components"]["adapter"]["source"] == "builtin"
+        prov = rec["provenance"]
+        assert prov["dataset"]["fingerprint"] and len(prov["backbone"]["checksum"]) == 64
+        assert prov["packages"]["torch"] and prov["code_version"]
+        assert {"trainable_params", "total_params", "train_time_s", "peak_mem_bytes"} <= set(rec["cost"])
+        assert (results / "e2e" / name / "seed0" / "config.yaml").is_file()
+
+
+def test_parameter_accounting(finished):
+    recs = records(finished[1])
+    total = recs["zero-shot"]["cost"]["total_params"]
+    assert recs["zero-shot"]["cost"]["trainable_params"] == 0
+    assert recs["full"]["cost"]["trainable_params"] == total
+    # 4 blocks x 2 towers of width 128: down (128*4 + 4) + up (4*128 + 128)
+    assert recs["bottleneck"]["cost"]["trainable_params"] == 8 * (128 * 4 + 4 + 4 * 128 + 128)
+
+
+def test_checkpoint_holds_only_what_trains(finished):
+    ckpt = finished[1] / "e2e" / "bottleneck" / "seed0" / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert state and all(k.startswith("adapter.") for k in state)
+
+
+def test_config_is_resolved_before_training(finished):
+    config = yaml.safe_load((finished[1] / "e2e" / "bottleneck" / "seed0" / "config.yaml").read_text())
+    adapter = config["components"]["adapter"]
+    assert adapter["key"] == "adapter/bottleneck" and adapter["init_args"]["bottleneck"] == 4
+    assert adapter["class_path"] == "rdbench.adapters.basic.BottleneckAdapter"
+
+
+def test_rerun_skips_and_compare_prints_every_run(finished, capsys):
+    suite, results, _ = finished
+    before = {k: r["finished_at"] for k, r in records(results).items()}
+    capsys.readouterr()
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    assert {k: r["finished_at"] for k, r in records(results).items()} == before
+    assert main(["compare", str(results)]) == 0
+    table = capsys.readouterr().out
+    for run in ("zero-shot", "full", "bottleneck"):
+        assert run in table
