@@ -1,9 +1,13 @@
 """Imports every module that defines built-in components, so their decorators register them."""
 
+import rdbench.adapters.attention  # noqa: F401
 import rdbench.adapters.basic  # noqa: F401
+import rdbench.adapters.cmaa  # noqa: F401
 import rdbench.backbones.base  # noqa: F401
 import rdbench.backbones.tiny_rs  # noqa: F401
 import rdbench.data.datasets  # noqa: F401
 import rdbench.losses.base  # noqa: F401
 import rdbench.losses.contrastive  # noqa: F401
+import rdbench.losses.dtcl  # noqa: F401
+import rdbench.losses.weighting  # noqa: F401
 import rdbench.optim  # noqa: F401

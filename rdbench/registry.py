@@ -255,12 +255,11 @@ def register(key: str, *, tags: Iterable[str] = (), description: str | None = No
     """
 
     def wrap(cls: type) -> type:
-        doc = (cls.__doc__ or "").strip().splitlines()
         REGISTRY.add(
             Entry(
                 key=key,
                 source="builtin",
-                description=description or (doc[0] if doc else ""),
+                description=description or summary_of(cls.__doc__),
                 tags=tuple(tags),
                 target=cls,
             )
@@ -269,6 +268,13 @@ def register(key: str, *, tags: Iterable[str] = (), description: str | None = No
         return cls
 
     return wrap
+
+
+def summary_of(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph[: end + 1] if end >= 0 else paragraph
 
 
 def import_class_path(path: str) -> type:

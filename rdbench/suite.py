@@ -34,7 +34,7 @@ COMPONENT_SLOTS = {
 PLAIN_SLOTS = ("trainer", "data", "seeds", "selection")
 SLOTS = (*COMPONENT_SLOTS, *PLAIN_SLOTS)
 SUITE_KEYS = ("suite", "description", "defaults", "runs", "search")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 def read_yaml(path: Path) -> Any:
@@ -102,7 +102,7 @@ def load_suite(path: str | Path) -> Suite:
     _check_slots(path, "defaults", defaults)
     for run, patch in runs.items():
         if not isinstance(run, str) or not _NAME.match(run):
-            raise ConfigError(f"{path}: run name {run!r} must be letters, digits, '-', '_' or '.'")
+            raise ConfigError(f"{path}: run name {run!r} must be letters, digits, '-', '_', '+' or '.'")
         if patch is None:
             runs[run] = patch = {}
         if not isinstance(patch, dict):

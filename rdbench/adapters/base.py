@@ -28,6 +28,10 @@ from rdbench.registry import REGISTRY
 class Adapter(nn.Module):
     """Base class of every adapter; see the module docstring for the contract."""
 
+    #: Whether attaching the adapter leaves the embeddings unchanged (a zero-initialised
+    #: residual); prompt methods that insert tokens are not, and say so.
+    identity_at_init: bool = True
+
     def attach(self, model: nn.Module) -> None:
         """Insert the adapter into ``model`` (hooks or module swaps). Default: nothing."""
 

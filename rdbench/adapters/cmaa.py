@@ -103,6 +103,8 @@ class AdapterBranch(nn.Module):
         # The interaction is owned by the adapter (shared by both towers); a plain attribute
         # keeps it from being registered, and counted, twice.
         object.__setattr__(self, "interaction", interaction)
+        if interaction.shared_width >= width:
+            raise ValueError(f"the shared up-projection slice ({interaction.shared_width}) must be narrower than the tower ({width})")
         self.up = nn.Linear(bottleneck, width - interaction.shared_width)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)

@@ -12,7 +12,8 @@ A term's own parameters (a classification head) train with the adapter's.
 
 Contract of a ``weighting/*``: an ``nn.Module`` whose ``forward(values)`` takes the named term
 values and returns ``(total, weights)``, ``weights`` being the effective weight of each term (for
-logging). A learned weighting's parameters train too.
+logging). A learned weighting's parameters train too; ``prepare(names)`` is called once with
+the term names so that it can create them before the optimiser is built.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class LossTerm(nn.Module):
 class Weighting(nn.Module):
     """Base class of term weightings; see the module docstring for the contract."""
 
+    def prepare(self, names: list[str]) -> None:
+        """Called once with the term names, before the optimiser exists (learned weights)."""
+
     def forward(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__} must implement forward(values)")
 
@@ -93,6 +97,7 @@ class CompositeLoss(LossTerm):
         from rdbench.resolve import as_component
 
         self.weighting = as_component(weighting, "weighting")
+        self.weighting.prepare(list(terms))
 
     def setup(self, module: Any) -> None:
         for term in self.terms.values():

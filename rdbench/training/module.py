@@ -36,9 +36,12 @@ class RetrievalModule(L.LightningModule):
         optimizer: Optimizer,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
+        num_classes: int = 0,
     ):
         super().__init__()
         self.model, self.adapter, self.loss, self.optimizer_factory = model, adapter, loss, optimizer
+        self.num_classes = num_classes  # scene classes of the training split (for loss terms)
+        self.embed_dim = int(model.visual.output_dim)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.model.requires_grad_(False)
@@ -67,7 +70,8 @@ class RetrievalModule(L.LightningModule):
         return self.embed_images(images), self.embed_texts(tokens)
 
     # -- training -------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss of a training batch, and every term and weight by name."""
         image_emb, text_emb = self(batch["images"], batch["tokens"])
         step = StepOutputs(
             image_emb=image_emb,
@@ -78,7 +82,10 @@ class RetrievalModule(L.LightningModule):
             batch=batch,
             module=self,
         )
-        total, logs = self.loss.evaluate(step)
+        return self.loss.evaluate(step)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        total, logs = self.compute_loss(batch)
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss is {total.item()} at step {self.global_step}")
         size = len(batch["tokens"])

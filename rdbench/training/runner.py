@@ -141,8 +141,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any]) 
     loss = c["loss"].build()
     if not isinstance(loss, CompositeLoss):
         loss = CompositeLoss({c["loss"].key.split("/", 1)[1]: loss})
-    module = RetrievalModule(model, adapter, loss, c["optimizer"].build(), backbone.mean, backbone.std)
-    module.num_classes = len(data.classes)
+    module = RetrievalModule(model, adapter, loss, c["optimizer"].build(), backbone.mean, backbone.std, len(data.classes))
 
     adapter_params = sum(p.numel() for _, p in adapter.trainable_parameters(model))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,141 @@
+"""Conformance helpers for component authors (rdbench's own tests use them, and so can plugins).
+
+They run a component on a *real* open_clip model, small enough for a unit test: the
+``rdbench-test`` architecture (2 blocks per tower, width 32, 32 px, 16 tokens), randomly
+initialised. ``check_adapter`` checks an adapter's contract; ``train_steps`` runs a few
+optimiser steps of the real :class:`~rdbench.training.module.RetrievalModule` on a synthetic
+batch with scene labels.
+
+Example (in a plugin's tests)::
+
+    from rdbench.testing import check_adapter
+    def test_my_adapter():
+        check_adapter(lambda: MyAdapter(rank=4))
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from rdbench.openclip import open_clip
+
+TEST_ARCHITECTURE = "rdbench-test"
+_TEST_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+NUM_CLASSES = 3
+
+
+def tiny_clip(seed: int = 0) -> nn.Module:
+    """A randomly initialised open_clip CLIP of the ``rdbench-test`` architecture."""
+    from open_clip.factory import _MODEL_CONFIGS
+
+    _MODEL_CONFIGS.setdefault(TEST_ARCHITECTURE, _TEST_CONFIG)
+    torch.manual_seed(seed)
+    return open_clip.create_model(TEST_ARCHITECTURE, pretrained=None)
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    return open_clip.get_tokenizer("ViT-B-32", context_length=_TEST_CONFIG["text_cfg"]["context_length"])(texts)
+
+
+def make_batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``n`` captions of ``n // 2`` images (two captions each), uint8 images, scene labels with
+    one unlabelled image (-1)."""
+    g = torch.Generator().manual_seed(seed)
+    images_per = torch.randint(0, 256, (n // 2, 3, 32, 32), generator=g, dtype=torch.uint8)
+    image_ids = torch.arange(n) // 2
+    words = ["a port with three boats", "two red planes at the airport", "green farmland", "a river and a bridge",
+             "white storage tanks", "houses in the top left corner", "a forest", "cars in a parking lot"]
+    captions = [words[i % len(words)] for i in range(n)]
+    labels = (image_ids % NUM_CLASSES).clone()
+    labels[image_ids == 0] = -1
+    return {"images": images_per[image_ids], "tokens": tokenize(captions), "image_ids": image_ids, "labels": labels}
+
+
+def build_module(adapter, loss=None, optimizer=None, model: nn.Module | None = None):
+    """A RetrievalModule around the tiny model (InfoNCE and AdamW unless given)."""
+    from rdbench.losses.base import CompositeLoss
+    from rdbench.losses.contrastive import InfoNCELoss
+    from rdbench.optim import AdamWOptimizer
+    from rdbench.training.module import RetrievalModule
+
+    loss = loss if loss is not None else CompositeLoss({"infonce": InfoNCELoss()})
+    if not isinstance(loss, CompositeLoss):
+        loss = CompositeLoss({"term": loss})
+    optimizer = optimizer or AdamWOptimizer(lr=1e-2, schedule="constant")
+    mean, std = tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD)
+    return RetrievalModule(model if model is not None else tiny_clip(), adapter, loss, optimizer, mean, std, NUM_CLASSES)
+
+
+def train_steps(module, steps: int = 2, batch: dict[str, torch.Tensor] | None = None) -> list[float]:
+    """Run ``steps`` optimiser steps exactly as the Trainer would; returns the losses."""
+    batch = batch or make_batch()
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:  # zero-shot: nothing to train (the runner skips fit the same way)
+        return []
+    optimizer, scheduler = module.optimizer_factory.build(params, steps)
+    module.train()
+    losses = []
+    for _ in range(steps):
+        total, _ = module.compute_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        module.loss.after_optimizer_step(module)
+        losses.append(float(total))
+    return losses
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+@torch.no_grad()
+def embeddings(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    module.eval()
+    return module(batch["images"], batch["tokens"])
+
+
+def check_adapter(make_adapter: Callable[[], nn.Module], *, identity_at_init: bool | None = None, steps: int = 2) -> dict[str, int]:
+    """Check the adapter contract on the tiny model; returns parameter counts.
+
+    * ``identity_at_init`` (default: the adapter class's own ``identity_at_init``): attaching the
+      adapter leaves the embeddings unchanged (zero-initialised output), as every residual
+      adapter should;
+    * after ``steps`` optimiser steps, every parameter the adapter declares trainable may have
+      changed and *nothing else* has (the frozen backbone stays bit-identical), and at least one
+      declared parameter did change;
+    * the loss stays finite.
+    """
+    batch = make_batch()
+    from rdbench.adapters.basic import NoAdapter
+
+    reference = build_module(NoAdapter(), model=tiny_clip())
+    before = embeddings(reference, batch)
+    adapter = make_adapter()
+    if identity_at_init is None:
+        identity_at_init = getattr(adapter, "identity_at_init", True)
+    module = build_module(adapter, model=tiny_clip())
+    declared = {id(p) for _, p in adapter.trainable_parameters(module.model)}
+    if identity_at_init:
+        after = embeddings(module, batch)
+        for a, b in zip(before, after):
+            torch.testing.assert_close(a, b, msg=lambda m: f"the adapter changes the embeddings at initialisation: {m}")
+    start = snapshot(module)
+    losses = train_steps(module, steps, batch)
+    assert all(torch.isfinite(torch.tensor(losses))), f"non-finite loss {losses}"
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p.detach(), start[n])}
+    params = dict(module.named_parameters())
+    undeclared = [n for n in changed if id(params[n]) not in declared and not n.startswith("loss.")]
+    assert not undeclared, f"parameters changed that the adapter did not declare trainable: {undeclared[:5]}"
+    if declared:
+        assert any(id(params[n]) in declared for n in changed), "no declared parameter changed after training"
+    return {"trainable": sum(p.numel() for _, p in adapter.trainable_parameters(module.model)), "changed": len(changed)}
