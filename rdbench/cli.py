@@ -7,7 +7,6 @@ exit with status 2 (1 when runs failed); ``--debug`` shows the traceback instead
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -49,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered components")
     p.add_argument("pattern", nargs="?", default="", help="substring or kind/ prefix to filter keys")
+    p.add_argument("--params", metavar="ARCHITECTURE",
+                   help="count each component's trainable parameters on a randomly initialised open_clip model, e.g. ViT-B-32")
+    p.add_argument("--format", default="simple", help="tabulate format: simple, github, latex, ...")
 
     p = sub.add_parser("compare", help="tables from run records")
     p.add_argument("results", nargs="?", default="results")
@@ -100,6 +102,14 @@ def cmd_list(args) -> int:
 
     from rdbench.registry import REGISTRY
 
+    if args.params:
+        from rdbench.accounting import count_table
+
+        rows = [(key, f"{count:,}", source) for key, count, source in count_table(args.params, args.pattern)]
+        if not rows:
+            raise RdbenchError(f"no countable component key matches {args.pattern!r}")
+        print(tabulate(rows, headers=["key", f"trainable on {args.params}", "source"], tablefmt=args.format, colalign=("left", "right", "left")))
+        return 0
     rows = []
     for entry in REGISTRY.entries():
         if args.pattern and args.pattern not in entry.key:
@@ -108,7 +118,7 @@ def cmd_list(args) -> int:
         rows.append((entry.key, entry.source, desc))
     if not rows:
         raise RdbenchError(f"no component key matches {args.pattern!r}")
-    print(tabulate(rows, headers=["key", "source", "description"], tablefmt="simple", maxcolwidths=[None, None, 70]))
+    print(tabulate(rows, headers=["key", "source", "description"], tablefmt=args.format, maxcolwidths=[None, None, 70]))
     return 0
 
 

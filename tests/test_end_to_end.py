@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,12 @@ def finished(tmp_path_factory):
     suite = tmp / "e2e.yaml"
     suite.write_text(SUITE.format(root=tmp / "data"))
     results = tmp / "results"
-    code = main(["run", str(suite), "--results", str(results)])
+    cwd = os.getcwd()
+    os.chdir(tmp)  # a relative results folder, as a user types it
+    try:
+        code = main(["run", str(suite), "--results", "results"])
+    finally:
+        os.chdir(cwd)
     return suite, results, code
 
 

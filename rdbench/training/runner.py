@@ -33,7 +33,8 @@ class SuiteOutcome:
 
 
 def run_dir(results: Path, run: ResolvedRun) -> Path:
-    return Path(results) / run.plan.suite / run.plan.run / f"seed{run.seed}"
+    # Absolute: Lightning reports checkpoint paths absolute, and records store them relative.
+    return Path(results).resolve() / run.plan.suite / run.plan.run / f"seed{run.seed}"
 
 
 def plan_suite(path: str | Path, *, only=None, seeds=None, overrides=None) -> list[ResolvedRun]:
