@@ -3,6 +3,9 @@
 import rdbench.adapters.attention  # noqa: F401
 import rdbench.adapters.basic  # noqa: F401
 import rdbench.adapters.cmaa  # noqa: F401
+import rdbench.adapters.competitors  # noqa: F401
+import rdbench.adapters.lora  # noqa: F401
+import rdbench.adapters.prompts  # noqa: F401
 import rdbench.backbones.base  # noqa: F401
 import rdbench.backbones.tiny_rs  # noqa: F401
 import rdbench.data.datasets  # noqa: F401

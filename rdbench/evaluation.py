@@ -38,6 +38,7 @@ def retrieval_metrics(
     similarity: torch.Tensor | None = None,
     ks: Sequence[int] = RECALL_KS,
     chunk: int = 1024,
+    ranks: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """I2T/T2I recall at K and mR in percent, plus tie counts; see the module docstring.
 
@@ -48,6 +49,8 @@ def retrieval_metrics(
         similarity: (N, M) scores, instead of the embeddings.
         ks: the cut-offs; ``mR`` averages every reported recall.
         chunk: rows processed at once (memory bound: chunk x M booleans).
+        ranks: if a dict is given, it receives the per-query ranks (``i2t``: (N,), ``t2i``: (M,);
+            0 is the top), which paired significance tests need.
     """
     if similarity is None:
         if image_emb is None or text_emb is None:
@@ -77,6 +80,8 @@ def retrieval_metrics(
     out["ties_t2i"] = int(t2i_ties)
     out["n_images"] = n_images
     out["n_captions"] = n_texts
+    if ranks is not None:
+        ranks["i2t"], ranks["t2i"] = i2t_rank.cpu(), t2i_rank.cpu()
     return out
 
 

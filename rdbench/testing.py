@@ -90,7 +90,7 @@ def train_steps(module, steps: int = 2, batch: dict[str, torch.Tensor] | None = 
         if scheduler is not None:
             scheduler.step()
         module.loss.after_optimizer_step(module)
-        losses.append(float(total))
+        losses.append(float(total.detach()))
     return losses
 
 

@@ -14,7 +14,12 @@ from rdbench.testing import build_module, check_adapter, train_steps
 #: Arguments for components that cannot be built from their key alone.
 EXAMPLE_ARGS = {
     "loss/composite": {"terms": {"infonce": "loss/infonce"}},
-    "interaction/shared-slice": {"width": 8},  # narrower than the test model's 32-wide towers
+    # the test model has 32-wide towers and a 16-token context
+    "interaction/shared-slice": {"width": 8},
+    "adapter/mrs-adapter": {"shared": 8, "bottleneck": 8},
+    "adapter/coop": {"n_ctx": 4},
+    "adapter/vl-prompt": {"n_ctx": 4, "n_tokens": 4},
+    "adapter/vpt": {"n_tokens": 4},
 }
 
 

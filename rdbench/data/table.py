@@ -134,6 +134,13 @@ def make_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
         .otherwise(pl.col("label")).alias("label"),
     )
     _check_content(df)
+    return sort_table(df)
+
+
+def sort_table(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows in table order: split (train, val, test), then image id; stable, so the captions of
+    one image keep their order. Code that moves images between splits (a validation carve)
+    calls it to restore the order :func:`make_table` guarantees."""
     rank = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)},
                                           return_dtype=pl.Int8)
     return (df.with_columns(rank.alias("__rank"))

@@ -38,3 +38,67 @@ class InfoNCELoss(LossTerm):
         i2t = F.cross_entropy(logits, targets)
         t2i = F.cross_entropy(logits.t(), targets)
         return (i2t + t2i) / 2
+
+
+def hardest_negative_hinge(sim: torch.Tensor, positive: torch.Tensor, margin: float) -> torch.Tensor:
+    """VSE++'s max-of-hinges (Faghri et al., BMVC 2018), both directions.
+
+    For each positive pair (i, j): ``[margin - s(i, j) + max_neg s(i, .)]_+`` over the row and
+    ``[margin - s(i, j) + max_neg s(., j)]_+`` over the column, averaged over positive pairs.
+    ``positive`` marks every positive pair (captions of one image are never negatives).
+    """
+    neg_inf = torch.finfo(sim.dtype).min
+    hardest_row = sim.masked_fill(positive, neg_inf).amax(dim=1, keepdim=True)
+    hardest_col = sim.masked_fill(positive, neg_inf).amax(dim=0, keepdim=True)
+    cost = (margin - sim + hardest_row).clamp(min=0) + (margin - sim + hardest_col).clamp(min=0)
+    return cost[positive].mean()
+
+
+@register("loss/vsepp")
+class VSEPPLoss(LossTerm):
+    """VSE++ hinge with the hardest negative (Faghri et al., BMVC 2018), margin 0.2, on cosine
+    similarities; captions of the same image are positives, never negatives."""
+
+    def __init__(self, margin: float = 0.2):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, step: StepOutputs) -> torch.Tensor:
+        sim = step.image_emb @ step.text_emb.t()
+        return hardest_negative_hinge(sim, positive_mask(step.image_ids), self.margin)
+
+
+@register("loss/hmmc")
+class HMMCLoss(LossTerm):
+    """HMMC, the loss of PE-RSITR (Yuan et al., TGRS 2023) for MRS-Adapter: the cross-modal VSE++
+    hinge with the hardest negative (margin 0.2) plus two intra-modal hinge terms, each between
+    an embedding and the same sample's embedding from a second forward pass with dropout
+    (``p = 0.2``) on the token embeddings (patch tokens for images, word tokens for text); other
+    samples are the negatives. The second pass is a term's request to the module: dropout hooks
+    on the towers' input embeddings, removed right after.
+    """
+
+    def __init__(self, margin: float = 0.2, intra_weight: float = 1.0, token_dropout: float = 0.2):
+        super().__init__()
+        self.margin, self.intra_weight, self.token_dropout = margin, intra_weight, token_dropout
+
+    def forward(self, step: StepOutputs) -> torch.Tensor:
+        positive = positive_mask(step.image_ids)
+        cross = hardest_negative_hinge(step.image_emb @ step.text_emb.t(), positive, self.margin)
+        img2, txt2 = self._second_pass(step)
+        identity = torch.eye(len(step.image_ids), dtype=torch.bool, device=positive.device)
+        # Captions of one image in the batch are distinct texts; images repeat, so an image's
+        # copies are positives of each other on the image side.
+        intra_img = hardest_negative_hinge(step.image_emb @ img2.t(), positive, self.margin)
+        intra_txt = hardest_negative_hinge(step.text_emb @ txt2.t(), identity, self.margin)
+        return cross + self.intra_weight * (intra_img + intra_txt)
+
+    def _second_pass(self, step: StepOutputs) -> tuple[torch.Tensor, torch.Tensor]:
+        model = step.module.model
+        drop = lambda _m, _i, out: torch.nn.functional.dropout(out, self.token_dropout, training=True)  # noqa: E731
+        hooks = [model.token_embedding.register_forward_hook(drop), model.visual.conv1.register_forward_hook(drop)]
+        try:
+            return step.module(step.batch["images"], step.batch["tokens"])
+        finally:
+            for hook in hooks:
+                hook.remove()

@@ -1,45 +1,37 @@
 """Collect run records into comparison tables (the engine behind ``rdbench compare``).
 
 Every run writes ``results/<suite>/<run>/seed<k>/record.json``. This module reads all of them,
-averages each run over its successful seeds and renders one table per suite. It reads records
-only, never checkpoints, so a comparison can be made from results copied off another machine.
+averages each run over its successful seeds and hands one table per suite to the renderers in
+:mod:`rdbench.results.tables` and :mod:`rdbench.results.latex`. It reads records (and the
+per-query ``test_ranks.json`` beside them) only, never checkpoints, so a comparison can be made
+from results copied off another machine.
 
-Two rules keep the tables honest: failed seeds are counted and shown rather than dropped, and
-seeds that used a different dataset (fingerprint) or backbone are never averaged together.
+Three rules keep the tables honest: failed and unfinished seeds are counted and shown rather than
+dropped, seeds that used a different dataset (fingerprint) or backbone are never averaged
+together, and published numbers are shown beside measured ones but never ranked or tested.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from tabulate import tabulate
 
 from rdbench.errors import RdbenchError
+from rdbench.results.formats import FORMATS, check_format, human_count, render, write_frame  # noqa: F401
 
 SCHEMA_VERSION = 1
-FORMATS = ("table", "markdown", "latex", "csv")
-_TABLEFMT = {"table": "simple", "markdown": "github", "latex": "latex_booktabs"}
-
-# Record metric -> column header; the order is the column order of every table.
-SUMMARY_METRICS = {
-    "val/mR": "val mR",
-    "test/i2t_R@1": "I2T R@1",
-    "test/i2t_R@5": "I2T R@5",
-    "test/i2t_R@10": "I2T R@10",
-    "test/t2i_R@1": "T2I R@1",
-    "test/t2i_R@5": "T2I R@5",
-    "test/t2i_R@10": "T2I R@10",
-    "test/mR": "test mR",
-}
+#: Cost fields averaged like metrics (``trainable_params`` is a property of the method instead).
+COST_VALUES = ("train_time_s", "peak_mem_bytes", "total_params")
 # Explicit dtypes so that a column that is null in every record still has a usable type.
 _BASE_SCHEMA = {
     "suite": pl.String, "run": pl.String, "run_index": pl.Int64, "seed": pl.Int64,
     "status": pl.String, "error": pl.String, "adapter": pl.String, "dataset": pl.String,
     "dataset_fingerprint": pl.String, "backbone": pl.String, "trainable_params": pl.Int64,
-    "total_params": pl.Int64, "train_time_s": pl.Float64, "peak_mem_bytes": pl.Int64,
-    "finished_at": pl.String, "path": pl.String,
+    "adapter_params": pl.Int64, "total_params": pl.Int64, "train_time_s": pl.Float64,
+    "peak_mem_bytes": pl.Int64, "finished_at": pl.String, "path": pl.String,
 }
 # Seeds differing in any of these are different experiments, so they are never pooled.
 _VARIANT_COLS = ("dataset", "dataset_fingerprint", "backbone")
@@ -71,22 +63,25 @@ def _flatten(record) -> dict:
     """Turn one schema-1 record into a flat row; ValueError names the first bad field."""
     if not isinstance(record, dict):
         raise ValueError("is not a JSON object")
-    checks = {"suite": _is_name, "run": _is_name,
-              "run_index": _is_int, "seed": _is_int, "status": lambda v: v in ("success", "failed")}
-    for field, ok in checks.items():
-        if field not in record:
-            raise ValueError(f"lacks required field '{field}'")
-        if not ok(record[field]):
-            raise ValueError(f"field '{field}' has an invalid value {record[field]!r}")
+    # Any status string is accepted: besides success/failed, a record left behind by a crashed
+    # or still running process ("running") must be counted, not rejected.
+    checks = {"suite": _is_name, "run": _is_name, "run_index": _is_int, "seed": _is_int,
+              "status": _is_name}
+    for name, ok in checks.items():
+        if name not in record:
+            raise ValueError(f"lacks required field '{name}'")
+        if not ok(record[name]):
+            raise ValueError(f"field '{name}' has an invalid value {record[name]!r}")
     components, cost = _section(record, "components"), _section(record, "cost")
     provenance, metrics = _section(record, "provenance"), _section(record, "metrics")
+    train = _section(record, "train")
     bad = [k for k, v in metrics.items() if v is not None and not _is_num(v)]
     if bad:
         raise ValueError(f"metric '{bad[0]}' is not a number")
 
-    def key(section: dict, name: str, field: str = "key"):
-        part = section.get(name)
-        value = part.get(field) if isinstance(part, dict) else None
+    def key(section: dict, name: str, part: str = "key"):
+        sub = section.get(name)
+        value = sub.get(part) if isinstance(sub, dict) else None
         return value if isinstance(value, str) else None
 
     row = {f: record[f] for f in ("suite", "run", "run_index", "seed", "status")}
@@ -96,12 +91,15 @@ def _flatten(record) -> dict:
     row["dataset"] = key(provenance, "dataset") or key(components, "dataset")
     row["dataset_fingerprint"] = key(provenance, "dataset", "fingerprint")
     row["backbone"] = key(provenance, "backbone") or key(components, "backbone")
-    for field in ("trainable_params", "total_params", "peak_mem_bytes"):
-        row[field] = cost.get(field) if _is_int(cost.get(field)) else None
+    for name in ("trainable_params", "adapter_params", "total_params", "peak_mem_bytes"):
+        row[name] = cost.get(name) if _is_int(cost.get(name)) else None
     row["train_time_s"] = float(cost["train_time_s"]) if _is_num(cost.get("train_time_s")) else None
     finished = record.get("finished_at")
     row["finished_at"] = finished if isinstance(finished, str) else None
-    row.update({f"metric:{k}": (None if v is None else float(v)) for k, v in metrics.items()})
+    row.update({f"value:{k}": (None if v is None else float(v)) for k, v in metrics.items()})
+    # Training summaries are informative only, so a non-number there is skipped, not fatal.
+    row.update({f"value:{k if k.startswith('train/') else 'train/' + k}": float(v)
+                for k, v in train.items() if _is_num(v)})
     return row
 
 
@@ -109,8 +107,9 @@ def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, l
     """Read every ``record.json`` below ``results_dir`` into one row each, plus warnings.
 
     One unreadable file must not hide a whole benchmark, so bad files are reported in the
-    warnings and skipped. Metric columns keep their record names (``test/mR``). With ``suite``
-    only that suite's rows are returned; a suite with no records is an error listing the ones found.
+    warnings and skipped. Metric and training columns keep their record names (``test/mR``,
+    ``train/loss/infonce``). With ``suite`` only that suite's rows are returned; a suite with no
+    records is an error listing the ones found.
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -152,13 +151,18 @@ def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, l
     if suite is not None and suite not in suites:
         raise RdbenchError(f"{root}: no records for suite '{suite}' "
                            f"(suites found: {', '.join(suites)})")
-    metric_cols = dict.fromkeys(k for r in rows.values() for k in r if k.startswith("metric:"))
-    schema = {**_BASE_SCHEMA, **{k.removeprefix("metric:"): pl.Float64 for k in metric_cols}}
-    data = [{k.removeprefix("metric:"): v for k, v in r.items()} for r in rows.values()]
+    value_cols = dict.fromkeys(k for r in rows.values() for k in r if k.startswith("value:"))
+    schema = {**_BASE_SCHEMA, **{k.removeprefix("value:"): pl.Float64 for k in value_cols}}
+    data = [{k.removeprefix("value:"): v for k, v in r.items()} for r in rows.values()]
     df = pl.DataFrame(data, schema=schema).sort("suite", "run_index", "run", "seed")
     if suite is not None:
         df = df.filter(pl.col("suite") == suite)
     return df, warnings
+
+
+def value_columns(df: pl.DataFrame) -> list[str]:
+    """Columns averaged over seeds: metrics (``val/...``, ``test/...``), ``train/...``, costs."""
+    return [c for c in df.columns if "/" in c] + list(COST_VALUES)
 
 
 def _variant_label(run: str, parts: dict, varies: set[str]) -> str:
@@ -174,15 +178,19 @@ def _variant_label(run: str, parts: dict, varies: set[str]) -> str:
 
 
 def summarize(df: pl.DataFrame) -> pl.DataFrame:
-    """One row per (suite, run): seed counts, trainable parameters, mean/std of the key metrics.
+    """One row per (suite, run): seed counts, parameters, mean/std of every value column.
 
     Means and stds use successful seeds only (sample std, ddof=1; one seed gives 0.0), while
-    ``failed`` keeps failures visible. Rows are ordered by suite, then position in the suite file.
-    Column ``base_run`` is the run name; ``run`` gets a suffix when seeds of one run used
-    different datasets/backbones and had to be split.
+    ``failed`` and ``incomplete`` (any other status, e.g. ``running``) keep the rest visible.
+    ``paths`` lists the successful seeds' records, for tests that need per-seed values.
+    ``backbone_params`` is the smallest ``total_params`` recorded with the row's backbone: every
+    method adds zero parameters or more to the backbone, so the smallest total is the backbone's
+    own size whenever any run adds nothing (zero-shot, full fine-tuning) and a close upper bound
+    otherwise. Rows are ordered by suite, then position in the suite file. Column ``base_run``
+    is the run name; ``run`` gets a suffix when seeds of one run used different datasets or
+    backbones and had to be split.
     """
-    missing = [m for m in SUMMARY_METRICS if m not in df.columns]
-    df = df.with_columns(pl.lit(None, pl.Float64).alias(m) for m in missing)
+    values = value_columns(df)
     run_keys = ["suite", "run"]
     # A seed that failed before recording provenance has a null key; if the rest of the run
     # agrees on one value, it belongs with them rather than forming a variant of its own.
@@ -196,15 +204,21 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("run_index").min(),
         ok.sum().cast(pl.Int64).alias("seeds"),
         (pl.col("status") == "failed").sum().cast(pl.Int64).alias("failed"),
+        (~pl.col("status").is_in(["success", "failed"])).sum().cast(pl.Int64).alias("incomplete"),
         pl.coalesce(pl.col("trainable_params").filter(ok).drop_nulls().first(),
                     pl.col("trainable_params").drop_nulls().first()).alias("trainable_params"),
+        pl.col("path").filter(ok).alias("paths"),
     ]
-    for m in SUMMARY_METRICS:
-        values = pl.col(m).filter(ok).drop_nulls()
-        aggs += [values.mean().alias(f"{m}_mean"),
-                 pl.when(values.len() > 1).then(values.std(ddof=1))
-                 .when(values.len() == 1).then(pl.lit(0.0)).otherwise(None).alias(f"{m}_std")]
+    for m in values:
+        vals = pl.col(m).filter(ok).drop_nulls()
+        aggs += [vals.mean().cast(pl.Float64).alias(f"{m}_mean"),
+                 pl.when(vals.len() > 1).then(vals.std(ddof=1))
+                 .when(vals.len() == 1).then(pl.lit(0.0)).otherwise(None)
+                 .cast(pl.Float64).alias(f"{m}_std")]
     out = df.group_by([*run_keys, *_VARIANT_COLS], maintain_order=True).agg(aggs)
+    sizes = (df.filter(ok & pl.col("total_params").is_not_null()).group_by("backbone")
+             .agg(pl.col("total_params").min().alias("backbone_params")))
+    out = out.join(sizes, on="backbone", how="left", nulls_equal=True)
 
     counts = out.group_by(run_keys).agg(
         pl.col(c).n_unique().alias(f"_n_{c}") for c in _VARIANT_COLS)
@@ -214,65 +228,61 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
         labels.append(_variant_label(row["run"], row, varies) if varies else row["run"])
     out = out.rename({"run": "base_run"}).with_columns(pl.Series("run", labels, dtype=pl.String))
     front = ["suite", "run", "base_run", "run_index", *_VARIANT_COLS, "seeds", "failed",
-             "trainable_params"]
+             "incomplete", "trainable_params", "backbone_params", "paths"]
     rest = [c for c in out.columns if c not in front]
     return out.select(*front, *rest).sort("suite", "run_index", "run")
 
 
-def human_count(n) -> str:
-    """Parameter counts as people quote them: ``0``, ``950``, ``12.3K``, ``1.05M``, ``151.28M``."""
-    if n is None:
-        return ""
-    n = int(n)
-    if abs(n) < 1000:
-        return str(n)
-    for scale, suffix, digits in ((1e3, "K", 1), (1e6, "M", 2), (1e9, "B", 2)):
-        text = f"{n / scale:.{digits}f}"
-        # Checked after rounding, so 999_960 reads 1.00M rather than 1000.0K.
-        if abs(float(text)) < 1000 or suffix == "B":
-            return text + suffix
-    raise AssertionError("unreachable")
+@dataclass
+class Comparison:
+    """What ``rdbench compare`` produces: the text to print, messages, and files written."""
+
+    text: str
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
 
 
-def _cell(mean, std, pm: str) -> str:
-    return "" if mean is None else f"{mean:.2f} {pm} {0.0 if std is None else std:.2f}"
+def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
+            baseline: str | None = None, columns: list[str] | None = None,
+            references: bool | list[str] = False, plot_dir=None, output=None,
+            n_boot: int = 1000, seed: int = 0) -> Comparison:
+    """Load, summarize, test and render records: everything ``rdbench compare`` does.
 
+    ``references`` is True for every published table in ``registry/reference/`` or a list of
+    their names. ``output`` is required for parquet (binary) and optional for csv; the file is
+    then listed in ``files`` and ``text`` says where it went.
+    """
+    from rdbench.results.tables import build_tables, select_columns
 
-def render(summary: pl.DataFrame, fmt: str = "table") -> str:
-    """Render :func:`summarize` output as one table per suite (``csv``: a single numeric table)."""
-    if fmt not in FORMATS:
-        raise RdbenchError(f"--format: unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
-    if fmt == "csv":
-        # Spreadsheets and plotting scripts want numbers, so mean and std stay separate columns.
-        cols = ["suite", "run", "seeds", "failed", "trainable_params"]
-        cols += [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")]
-        return summary.select(cols).write_csv()
-    headers = ["run", "seeds", "failed", "trainable", *SUMMARY_METRICS.values()]
-    blocks = []
-    for suite in summary["suite"].unique(maintain_order=True).to_list():
-        rows = [[r["run"], str(r["seeds"]), str(r["failed"]), human_count(r["trainable_params"])]
-                + [_cell(r[f"{m}_mean"], r[f"{m}_std"], "±") for m in SUMMARY_METRICS]
-                for r in summary.filter(pl.col("suite") == suite).iter_rows(named=True)]
-        table = tabulate(rows, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True,
-                         colalign=["left"] + ["right"] * (len(headers) - 1))
-        if fmt == "latex":
-            # tabulate escapes $ and \ in cells, so the math is substituted after rendering.
-            blocks.append(f"% suite: {suite}\n" + table.replace("±", r"$\pm$"))
-        elif fmt == "markdown":
-            blocks.append(f"### {suite}\n\n{table}")
-        else:
-            blocks.append(f"{suite}\n\n{table}")
-    return "\n\n".join(blocks) + "\n"
-
-
-def compare(results_dir, suite: str | None = None, fmt: str = "table") -> tuple[str, list[str]]:
-    """Load, summarize and render records: what ``rdbench compare`` prints (text, warnings)."""
-    if fmt not in FORMATS:  # fail before reading a large results tree
-        raise RdbenchError(f"--format: unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    check_format(fmt)  # fail before reading a large results tree
+    if fmt == "parquet" and output is None:
+        raise RdbenchError("--format parquet: needs --output FILE (parquet is binary)")
     df, warnings = load_records(results_dir, suite)
     summary = summarize(df)
     splits = summary.group_by("suite", "base_run", maintain_order=True).len()
     for row in splits.filter(pl.col("len") > 1).iter_rows(named=True):
         warnings.append(f"{row['suite']}/{row['base_run']}: seeds used different datasets or "
                         f"backbones; shown as {row['len']} separate rows, not averaged")
-    return render(summary, fmt), warnings
+    cols = select_columns(columns, summary)
+    tables, notes = build_tables(summary, df, cols, baseline=baseline, references=references,
+                                 n_boot=n_boot, seed=seed, warnings=warnings)
+    result = Comparison("", warnings, notes)
+    if fmt in ("csv", "parquet"):
+        text = write_frame(tables, fmt, output)
+        if output is not None:
+            result.files.append(Path(output))
+            text = f"wrote {output}\n"
+    else:
+        text = render(tables, fmt)
+        if output is not None:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_text(text, encoding="utf-8")
+            result.files.append(Path(output))
+    result.text = text
+    if plot_dir is not None:
+        from rdbench.results.plots import plot_suite
+
+        for table in tables:
+            result.files += plot_suite(table, plot_dir)
+    return result

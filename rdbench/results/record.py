@@ -21,6 +21,8 @@ import yaml
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
 CONFIG_FILE = "config.yaml"
+#: Per-query ranks on the test split: {"split": "test", "i2t": [rank per image], "t2i": [rank per caption]}.
+RANKS_FILE = "test_ranks.json"
 PACKAGES = ("rdbench", "torch", "torchvision", "open_clip_torch", "lightning", "polars", "numpy")
 
 

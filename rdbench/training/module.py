@@ -54,6 +54,7 @@ class RetrievalModule(L.LightningModule):
         self.strict_loading = False
         self._eval: dict[str, list] = {}
         self.last_eval: dict[str, dict[str, float]] = {}
+        self.last_ranks: dict[str, dict[str, torch.Tensor]] = {}
 
     # -- the two towers -------------------------------------------------------------------------
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,8 +115,10 @@ class RetrievalModule(L.LightningModule):
         images = _ordered(self._eval.pop("images", []))
         texts = _ordered(self._eval.pop("texts", []))
         owner = self.trainer.datamodule.split(split).caption_image.to(images.device)
-        metrics = retrieval_metrics(images, texts, owner)
+        ranks: dict[str, torch.Tensor] = {}
+        metrics = retrieval_metrics(images, texts, owner, ranks=ranks)
         self.last_eval[split] = metrics
+        self.last_ranks[split] = ranks
         self.log_dict({f"{split}/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
         self.log(f"{split}/mR", metrics["mR"], prog_bar=True)
 

@@ -183,6 +183,9 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any]) 
         metrics = module.last_eval[split]
         record["metrics"].update({f"{split}/{k}": v for k, v in metrics.items() if "R@" in k or k == "mR"})
         record["eval"][split] = {k: metrics[k] for k in ("n_images", "n_captions", "ties_i2t", "ties_t2i")}
+    # Per-query test ranks, for paired significance tests across methods (same test queries).
+    ranks = module.last_ranks["test"]
+    rec.write_json(folder / rec.RANKS_FILE, {"split": "test", "i2t": ranks["i2t"].tolist(), "t2i": ranks["t2i"].tolist()})
     record["cost"]["peak_mem_bytes"], record["cost"]["peak_mem_kind"] = _peak_memory()
 
 

@@ -1,0 +1,128 @@
+"""Published reference rows: ``registry/reference/<name>.yaml``, one file per source table.
+
+Readers judge a new method against what is already published, so ``rdbench compare
+--references`` can print published numbers beside measured ones. They are kept as data (YAML,
+copied exactly from the papers and READMEs listed in ``/work/shared/design/REFERENCES.md``)
+rather than code, so that a correction is a one-line diff next to its citation. Published rows
+are never ranked, tested or averaged with rdbench's own: they come from other code, other seeds
+and sometimes other evaluation rules.
+
+File layout::
+
+    source: "<citation>"
+    url: <where the numbers are>          # optional
+    backbone: CLIP ViT-B/32               # the default for its rows
+    datasets:
+      rsicd:                              # one of DATASETS
+        - {method: Adapter, trainable: 0.17M, i2t: [R@1, R@5, R@10], t2i: [...], mR: 24.84}
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rdbench.errors import RdbenchError
+
+#: Datasets with published rows; a suite's dataset key ``dataset/<name>`` selects them.
+DATASETS = ("rsicd", "rsitmd")
+KS = (1, 5, 10)
+
+
+def reference_dir() -> Path:
+    from rdbench.registry import PACKAGE_REGISTRY_DIR
+
+    return PACKAGE_REGISTRY_DIR / "reference"
+
+
+def dataset_name(key: str | None) -> str | None:
+    """``dataset/rsicd`` -> ``rsicd``; None for datasets without published rows."""
+    if not key:
+        return None
+    name = key.removeprefix("dataset/")
+    return name if name in DATASETS else None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One published row: its method, source table and the seven test numbers (in %)."""
+
+    name: str  # the file's stem, e.g. "pe-rsitr"
+    citation: str
+    method: str
+    backbone: str
+    dataset: str
+    trainable: str | None  # as published ("0.16M"), None where the source gives none
+    values: dict[str, float]  # "test/i2t_R@1" ... "test/mR"
+
+
+def _numbers(path: Path, where: str, row: dict, field: str, count: int) -> list[float]:
+    value = row.get(field)
+    value = [value] if count == 1 and not isinstance(value, list) else value
+    if (not isinstance(value, list) or len(value) != count
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise RdbenchError(f"{path}: {where} field '{field}' must be "
+                           + ("a number" if count == 1 else f"a list of {count} numbers"))
+    return [float(v) for v in value]
+
+
+def _parse(path: Path) -> list[Reference]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RdbenchError(f"{path}: not readable as YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+        raise RdbenchError(f"{path}: needs a 'source' citation string")
+    datasets = data.get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        raise RdbenchError(f"{path}: needs 'datasets' mapping {', '.join(DATASETS)} to rows")
+    citation = data["source"] + (f" <{data['url']}>" if data.get("url") else "")
+    out = []
+    for dataset, rows in datasets.items():
+        if dataset not in DATASETS:
+            raise RdbenchError(f"{path}: unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
+        if not isinstance(rows, list):
+            raise RdbenchError(f"{path}: datasets.{dataset} must be a list of rows")
+        for i, row in enumerate(rows):
+            where = f"datasets.{dataset}[{i}]"
+            if not isinstance(row, dict) or not isinstance(row.get("method"), str):
+                raise RdbenchError(f"{path}: {where} needs a 'method' name")
+            i2t, t2i = (_numbers(path, where, row, d, 3) for d in ("i2t", "t2i"))
+            values = {f"test/i2t_R@{k}": v for k, v in zip(KS, i2t)}
+            values |= {f"test/t2i_R@{k}": v for k, v in zip(KS, t2i)}
+            values["test/mR"] = _numbers(path, where, row, "mR", 1)[0]
+            trainable = row.get("trainable")
+            out.append(Reference(path.stem, citation, row["method"],
+                                 str(row.get("backbone", data.get("backbone", "?"))), dataset,
+                                 None if trainable is None else str(trainable), values))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _load(folder: str) -> tuple[Reference, ...]:
+    files = sorted(Path(folder).glob("*.yaml"))
+    return tuple(ref for path in files for ref in _parse(path))
+
+
+def load_references(folder=None) -> list[Reference]:
+    """Every published row below ``folder`` (default: the project's ``registry/reference``)."""
+    folder = Path(folder) if folder is not None else reference_dir()
+    if not folder.is_dir():
+        raise RdbenchError(f"{folder}: reference folder does not exist")
+    return list(_load(str(folder.resolve())))
+
+
+def reference_rows(dataset: str, names: list[str] | None = None, folder=None) -> list[Reference]:
+    """Published rows for ``dataset`` (``rsicd``/``rsitmd``), from the files ``names`` or all."""
+    refs = load_references(folder)
+    if names:
+        known = sorted({r.name for r in refs})
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise RdbenchError(f"--references: unknown source '{unknown[0]}' "
+                               f"(known: {', '.join(known)})")
+        refs = [r for r in refs if r.name in names]
+    return [r for r in refs if r.dataset == dataset]

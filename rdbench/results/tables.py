@@ -1,0 +1,275 @@
+"""The table model behind every output format: columns, rows, deltas and footnotes of a suite.
+
+Each format (terminal, Markdown, LaTeX, CSV, Parquet, plots) renders the same
+:class:`SuiteTable`, so a number can never differ between the table an author reads in the
+terminal and the one pasted into a paper. Everything a reader needs to interpret a cell (seed
+counts, failures, which significance test, where a published row comes from) goes into the
+footnotes here, once, as plain text; renderers only translate symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from rdbench.errors import RdbenchError
+from rdbench.results import stats
+from rdbench.results.formats import human_count
+from rdbench.results.references import DATASETS, dataset_name, reference_rows
+
+DEFAULT_COLUMNS = ("trainable", *stats.TEST_RECALLS, "test/mR")
+#: Marks of published rows, one per source table in the order they appear.
+MARKS = ("†", "‡", "§", "¶", "‖")
+
+
+@dataclass(frozen=True)
+class Column:
+    """How one column is labelled, formatted and ranked (``better``: which end LaTeX bolds)."""
+
+    key: str
+    header: str
+    digits: int = 2
+    better: str | None = "high"
+    scale: float = 1.0
+    count: bool = False  # parameter counts read as 1.05M rather than 1050000.00
+
+    def text(self, value) -> str:
+        if value is None:
+            return ""
+        return human_count(value) if self.count else f"{value * self.scale:.{self.digits}f}"
+
+
+def column_for(key: str) -> Column:
+    """The :class:`Column` of a summary key such as ``test/mR`` or ``train/loss/infonce``."""
+    if key == "trainable":
+        return Column(key, "trainable", better=None)
+    split, _, name = key.partition("/")
+    if split in ("test", "val") and name:
+        pretty = name.replace("i2t", "I2T").replace("t2i", "T2I").replace("_", " ")
+        return Column(key, pretty if split == "test" else f"{split} {pretty}")
+    fixed = {"train_time_s": Column(key, "train time (s)", 1, "low"),
+             "peak_mem_bytes": Column(key, "peak mem (GiB)", 2, "low", scale=2.0 ** -30),
+             "total_params": Column(key, "total params", better=None, count=True)}
+    if key in fixed:
+        return fixed[key]
+    if split == "train":
+        # A lower final loss is "better" only for loss terms, never for weights or step counts.
+        digits = 0 if name in ("epochs", "steps") else 4
+        return Column(key, name, digits, "low" if name.startswith("loss") else None)
+    return Column(key, key)
+
+
+def select_columns(spec: list[str] | None, summary: pl.DataFrame) -> list[Column]:
+    """Resolve ``--columns`` names (``default``, ``mR``, ``val/mR``, ``train_time_s``, ...)."""
+    available = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
+    keys: list[str] = []
+    for name in spec or ["default"]:
+        if name == "default":
+            keys += DEFAULT_COLUMNS
+            continue
+        key = "trainable" if name == "trainable_params" else name
+        if key not in available and key != "trainable" and f"test/{key}" in available:
+            key = f"test/{key}"  # test metrics may be named without their split
+        if key not in available and key not in DEFAULT_COLUMNS:
+            raise RdbenchError(f"--columns: unknown column '{name}' (available: default, "
+                               f"trainable, {', '.join(sorted(available))})")
+        keys.append(key)
+    return [column_for(k) for k in dict.fromkeys(keys)]
+
+
+def trainable_text(trainable, backbone_params) -> str:
+    """``0.16M (0.11%)``: the count and its share of the backbone's parameters."""
+    if trainable is None:
+        return ""
+    if trainable == 0 or not backbone_params:
+        return human_count(trainable)
+    pct = 100.0 * trainable / backbone_params
+    share = "<0.01" if pct < 0.01 else f"{pct:.0f}" if pct >= 99.995 else f"{pct:.2f}"
+    return f"{human_count(trainable)} ({share}%)"
+
+
+@dataclass
+class Row:
+    label: str
+    values: dict[str, tuple[float | None, float | None]]  # key -> (mean, std)
+    trainable: str = ""
+    trainable_params: int | None = None
+    seeds: int | None = None  # None marks a published row
+    failed: int = 0
+    incomplete: int = 0
+    deltas: dict[str, stats.Delta] = field(default_factory=dict)
+    mark: str = ""
+    data: dict = field(default_factory=dict)  # the summary row (rdbench rows only)
+
+    @property
+    def published(self) -> bool:
+        return self.seeds is None
+
+
+@dataclass
+class SuiteTable:
+    suite: str
+    columns: list[Column]
+    rows: list[Row]
+    published: list[Row]
+    baseline: str | None
+    footnotes: list[str]
+    sources: dict[str, str] = field(default_factory=dict)  # mark -> citation
+
+    @property
+    def value_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.key != "trainable"]
+
+
+def _row(data: dict, columns: list[Column]) -> Row:
+    values = {c.key: (data.get(f"{c.key}_mean"), data.get(f"{c.key}_std")) for c in columns}
+    return Row(data["run"], values, trainable_text(data["trainable_params"], data["backbone_params"]),
+               data["trainable_params"], data["seeds"], data["failed"], data["incomplete"], data=data)
+
+
+def _ranks_paths(row: Row) -> list[str]:
+    from pathlib import Path
+
+    from rdbench.results.record import RANKS_FILE
+
+    return [str(Path(p).parent / RANKS_FILE) for p in row.data["paths"]]
+
+
+def _deltas(row: Row, base: Row, columns: list[Column], df: pl.DataFrame, n_boot: int, seed: int,
+            hits_cache: dict, warnings: list[str]) -> None:
+    """Fill ``row.deltas`` against ``base`` for every shown value column."""
+    def per_seed(r: Row, key: str) -> list[float]:
+        if key not in df.columns:
+            return []
+        return df.filter(pl.col("path").is_in(r.data["paths"]))[key].drop_nulls().to_list()
+
+    def hits(r: Row):
+        if r.label not in hits_cache:
+            try:
+                hits_cache[r.label] = stats.load_hits(_ranks_paths(r))
+            except ValueError as exc:
+                warnings.append(f"{exc}; no bootstrap for {r.data['suite']}/{r.label}")
+                hits_cache[r.label] = None
+        return hits_cache[r.label]
+
+    boot, row_hits, base_hits = None, None, None
+    needs_boot = min(row.seeds, base.seeds) < 3 and any(
+        c.key in stats.BOOTSTRAP_METRICS for c in columns)
+    if needs_boot:
+        row_hits, base_hits = hits(row), hits(base)
+        if row_hits is not None and base_hits is not None:
+            try:
+                boot = stats.paired_bootstrap(row_hits, base_hits, n_boot, seed)
+            except ValueError as exc:
+                warnings.append(f"{row.data['suite']}/{row.label}: {exc}; no bootstrap")
+    for c in columns:
+        mean, base_mean = row.values[c.key][0], base.values[c.key][0]
+        delta = None if mean is None or base_mean is None else mean - base_mean
+        row.deltas[c.key] = stats.choose_delta(c.key, delta, per_seed(row, c.key),
+                                               per_seed(base, c.key), row_hits, base_hits, boot)
+
+
+def _test_footnotes(table: SuiteTable, n_boot: int, seed: int) -> list[str]:
+    """Which test each delta used, grouped by test, so that no asterisk is unexplained."""
+    texts = {"welch": "Welch's t-test across seeds (3 or more seeds in both runs; two-sided p < 0.05)",
+             "bootstrap": (f"paired bootstrap over test queries (fewer than 3 seeds in a run; "
+                           f"B = {n_boot}, seed {seed}; 95% percentile interval excludes 0)")}
+    groups: dict[str, list[str]] = {}
+    untested: list[str] = []
+    for row in table.rows:
+        for test in sorted({d.test for d in row.deltas.values() if d.test}):
+            groups.setdefault(test, []).append(row.label)
+        untested += [f"{row.label} {column_for(key).header} ({d.why_untested})"
+                     for key, d in row.deltas.items() if d.delta is not None and d.test is None]
+    lines = [f"Test for {', '.join(labels)}: {texts[test]}." for test, labels in groups.items()]
+    if untested:
+        lines.append("Not tested: " + "; ".join(untested) + ".")
+    return lines
+
+
+def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int) -> list[str]:
+    notes = []
+    seeds = {r.seeds for r in table.rows}
+    n = f"{seeds.pop()} seeds" if len(seeds) == 1 else "the seeds given per row"
+    notes.append(f"Mean ± std over {n} (successful seeds only); recalls in %.")
+    failed = [f"{r.label} {r.failed}" for r in table.rows if r.failed]
+    unfinished = [f"{r.label} {r.incomplete}" for r in table.rows if r.incomplete]
+    if failed:
+        notes.append(f"Failed seeds, counted but not averaged: {', '.join(failed)}.")
+    if unfinished:
+        notes.append(f"Unfinished seeds (status neither success nor failed): {', '.join(unfinished)}.")
+    if table.baseline is not None:
+        notes.append(f"Δ: row mean minus {table.baseline} mean; * significant at 95%.")
+        notes += _test_footnotes(table, n_boot, seed)
+    setups = dict.fromkeys(
+        f"{d['dataset'] or '?'}" + (f" (fingerprint {d['dataset_fingerprint'][:8]})"
+                                   if d["dataset_fingerprint"] else "")
+        + f", {d['backbone'] or '?'}" for d in rows_data)
+    notes.append(f"Measured by rdbench on {'; '.join(setups)}.")
+    for mark, source in table.sources.items():
+        notes.append(f"{mark} Published, not rerun: {source}.")
+    return notes
+
+
+def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column], *,
+                 baseline: str | None = None, references: bool | list[str] = False,
+                 n_boot: int = 1000, seed: int = 0,
+                 warnings: list[str] | None = None) -> tuple[list[SuiteTable], list[str]]:
+    """One :class:`SuiteTable` per suite, plus notes for the user (not for the paper)."""
+    warnings = [] if warnings is None else warnings
+    notes: list[str] = []
+    suites = summary["suite"].unique(maintain_order=True).to_list()
+    if baseline is not None and summary.filter(
+            (pl.col("base_run") == baseline) | (pl.col("run") == baseline)).is_empty():
+        runs = ", ".join(summary["run"].unique(maintain_order=True).to_list())
+        raise RdbenchError(f"--baseline: no run '{baseline}' in the records (runs: {runs})")
+    names = None if references is True else references or None
+    tables = []
+    for suite in suites:
+        data = summary.filter(pl.col("suite") == suite).to_dicts()
+        rows = [_row(d, columns) for d in data]
+        table = SuiteTable(suite, columns, rows, [], None, [])
+        if baseline is not None:
+            _attach_baseline(table, baseline, df, n_boot, seed, notes, warnings)
+        if references:
+            _attach_references(table, data, names, notes)
+        table.footnotes = _footnotes(table, data, n_boot, seed)
+        tables.append(table)
+    return tables, notes
+
+
+def _attach_baseline(table: SuiteTable, baseline: str, df: pl.DataFrame, n_boot: int, seed: int,
+                     notes: list[str], warnings: list[str]) -> None:
+    """Compare every row with the baseline variant that used the same data and backbone."""
+    variants = [r for r in table.rows if baseline in (r.label, r.data["base_run"])]
+    if not variants:
+        notes.append(f"note: suite '{table.suite}' has no run '{baseline}'; no deltas shown")
+        return
+    table.baseline = variants[0].label if len(variants) == 1 else baseline
+    setup = ("dataset", "dataset_fingerprint", "backbone")
+    cache: dict = {}
+    for row in table.rows:
+        match = [b for b in variants if all(b.data[k] == row.data[k] for k in setup)]
+        if not match or match[0] is row or not row.seeds or not match[0].seeds:
+            continue
+        _deltas(row, match[0], table.value_columns, df, n_boot, seed, cache, warnings)
+
+
+def _attach_references(table: SuiteTable, data: list[dict], names, notes: list[str]) -> None:
+    keys = list(dict.fromkeys(d["dataset"] for d in data if d["dataset"]))
+    known = [k for k in keys if dataset_name(k)]
+    for key in keys:
+        if not dataset_name(key):
+            notes.append(f"note: suite '{table.suite}' uses {key}; published rows exist only for "
+                         f"{', '.join('dataset/' + d for d in DATASETS)}")
+    marks: dict[str, str] = {}
+    for key in known:
+        for ref in reference_rows(dataset_name(key), names):
+            if ref.name not in marks:
+                marks[ref.name] = MARKS[len(marks) % len(MARKS)]
+                table.sources[marks[ref.name]] = ref.citation
+            label = ref.method + (f" [{dataset_name(key)}]" if len(known) > 1 else "")
+            values = {c.key: (ref.values.get(c.key), None) for c in table.value_columns}
+            table.published.append(Row(label + marks[ref.name], values, ref.trainable or "",
+                                       mark=marks[ref.name], data={"source": ref.name}))
