@@ -38,9 +38,9 @@ def _state(architecture: str) -> dict:
 
 def fresh_model(architecture: str) -> nn.Module:
     """A randomly initialised model of ``architecture`` (weights drawn once, then copied)."""
-    from rdbench.openclip import open_clip
+    from rdbench.openclip import create_model, open_clip
 
-    model = open_clip.create_model(architecture, pretrained=None)
+    model = create_model(architecture, pretrained=None)
     model.load_state_dict(_state(architecture))
     return model
 

@@ -21,6 +21,10 @@ class RegistryError(RdbenchError):
     """An unknown, duplicated or unloadable component key."""
 
 
+class PluginImportError(RegistryError):
+    """A plugin component whose module failed to import: fails the runs that use it only."""
+
+
 class DataError(RdbenchError):
     """A dataset root, annotation file or image that cannot be used."""
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from rdbench.errors import RegistryError
+from rdbench.errors import PluginImportError, RegistryError
 
 #: The kinds of component, in the order a suite names them. Each has a contract class
 #: (see :func:`define_kind`) that a component of that kind subclasses or satisfies.
@@ -77,7 +77,7 @@ class Entry:
             try:
                 self.target = self.loader()
             except Exception as exc:  # any import-time failure of third-party code
-                raise RegistryError(
+                raise PluginImportError(
                     f"plugin {self.key} from {self.source.removeprefix('plugin:')} failed to import: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from rdbench.openclip import open_clip
+from rdbench.openclip import create_model, open_clip
 
 TEST_ARCHITECTURE = "rdbench-test"
 _TEST_CONFIG = {
@@ -37,7 +37,7 @@ def tiny_clip(seed: int = 0) -> nn.Module:
 
     _MODEL_CONFIGS.setdefault(TEST_ARCHITECTURE, _TEST_CONFIG)
     torch.manual_seed(seed)
-    return open_clip.create_model(TEST_ARCHITECTURE, pretrained=None)
+    return create_model(TEST_ARCHITECTURE, pretrained=None)
 
 
 def tokenize(texts: list[str]) -> torch.Tensor:

@@ -13,6 +13,7 @@ Contract of a ``backbone/*`` component:
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from rdbench.errors import DataError
-from rdbench.openclip import open_clip
+from rdbench.openclip import create_model, open_clip
 from rdbench.registry import REGISTRY, register
 
 
@@ -58,7 +59,8 @@ class OpenCLIPBackbone(Backbone):
 
     ``pretrained`` is an open_clip tag (``openai``, ``laion2b_s34b_b79k``; needs the hub) or the
     path of a local open_clip state dict: GeoRSCLIP and RemoteCLIP ViT-B/32 checkpoints are such
-    files. ``None`` gives random weights (parameter counts, benchmarks). A local checkpoint is
+    files; ``env:RDBENCH_CHECKPOINT`` reads that path from the environment variable, so a suite
+    file serves every machine. ``None`` gives random weights (parameter counts, benchmarks). A local checkpoint is
     loaded with ``weights_only=True`` and its SHA-256 goes into every record.
     """
 
@@ -76,11 +78,26 @@ class OpenCLIPBackbone(Backbone):
         self.std = tuple(open_clip.OPENAI_DATASET_STD)
         self._checksum: str | None = None
 
+    def _pretrained(self) -> str | None:
+        """``pretrained``, where ``env:VAR`` reads the path from ``$VAR``: a suite names the
+        variable, each machine sets it, and an unset one fails the run saying so."""
+        if self.pretrained is None or not self.pretrained.startswith("env:"):
+            return self.pretrained
+        var = self.pretrained[len("env:"):]
+        value = os.environ.get(var, "").strip()
+        if not value:
+            raise DataError(
+                f"backbone/open-clip: pretrained is env:{var} but ${var} is not set (set it to an open_clip state dict "
+                f"file for {self.architecture}, e.g. GeoRSCLIP's RS5M_ViT-B-32.pt, or pass --set backbone.pretrained=PATH)"
+            )
+        return value
+
     def _local_checkpoint(self) -> Path | None:
-        if self.pretrained is None:
+        pretrained = self._pretrained()
+        if pretrained is None:
             return None
-        path = Path(self.pretrained).expanduser()
-        looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in self.pretrained
+        path = Path(pretrained).expanduser()
+        looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained
         if looks_like_path and not path.is_file():
             raise DataError(
                 f"{path}: backbone checkpoint not found (expected an open_clip state dict file for {self.architecture}, "
@@ -92,11 +109,11 @@ class OpenCLIPBackbone(Backbone):
         local = self._local_checkpoint()
         kwargs = {"force_image_size": self.image_size} if self.image_size else {}
         if local is not None:
-            model = open_clip.create_model(self.architecture, pretrained=None, **kwargs)
+            model = create_model(self.architecture, pretrained=None, **kwargs)
             load_state(model, local, self.architecture)
             self._checksum = file_sha256(local)
         else:
-            model = open_clip.create_model(self.architecture, pretrained=self.pretrained, **kwargs)
+            model = create_model(self.architecture, pretrained=self._pretrained(), **kwargs)
             self._checksum = None if self.pretrained is None else f"open_clip:{self.architecture}:{self.pretrained}"
         return model
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdbench.backbones.base import Backbone, file_sha256, load_state
-from rdbench.openclip import open_clip
+from rdbench.openclip import create_model, open_clip
 from rdbench.registry import register
 
 CONFIG_PATH = Path(__file__).with_name("tiny-rs.json")
@@ -83,7 +83,7 @@ class TinyRSBackbone(Backbone):
         path = self.weights_path
         if not path.is_file():
             pretrain(self, path)
-        model = open_clip.create_model(ARCHITECTURE, pretrained=None)
+        model = create_model(ARCHITECTURE, pretrained=None)
         load_state(model, path, ARCHITECTURE)
         return model
 
@@ -114,7 +114,7 @@ def pretrain(backbone: TinyRSBackbone, path: Path) -> None:
     mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
     std = torch.tensor(backbone.std).view(1, 3, 1, 1)
 
-    model = open_clip.create_model(ARCHITECTURE, pretrained=None)
+    model = create_model(ARCHITECTURE, pretrained=None)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=backbone.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     warmup = max(backbone.steps // 10, 1)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdbench.errors import ConfigError, RdbenchError
+from rdbench.errors import ConfigError, PluginImportError, RdbenchError
 from rdbench.resolve import Resolved, resolve
 from rdbench.suite import COMPONENT_SLOTS, RunPlan
 
@@ -100,6 +100,8 @@ def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
             continue
         try:
             components[slot] = resolve(spec, kind)
+        except PluginImportError as exc:  # fails this run only (the runner records it)
+            raise PluginImportError(f"{where}: run {plan.run!r}, {slot}: {exc}") from None
         except RdbenchError as exc:
             raise ConfigError(f"{where}: run {plan.run!r}, {slot}: {exc}") from None
     try:

@@ -9,6 +9,7 @@ successful record exists is skipped unless ``overwrite``. A run that raises is r
 
 from __future__ import annotations
 
+import logging
 import resource
 import sys
 import time
@@ -19,9 +20,9 @@ from typing import Any, Callable
 
 import torch
 
-from rdbench.errors import RdbenchError
+from rdbench.errors import PluginImportError, RdbenchError
 from rdbench.results import record as rec
-from rdbench.suite import expand, load_suite
+from rdbench.suite import RunPlan, expand, load_suite
 from rdbench.training.plan import ResolvedRun, resolve_plan
 
 
@@ -53,10 +54,23 @@ def run_suite(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
 ) -> SuiteOutcome:
-    runs = plan_suite(path, only=only, seeds=seeds, overrides=overrides)
+    suite = load_suite(path)
+    runs: list[ResolvedRun | tuple[RunPlan, PluginImportError]] = []
+    for plan in expand(suite, only=only, seeds=seeds, overrides=overrides):
+        try:
+            runs.append(resolve_plan(plan, suite.path))
+        except PluginImportError as exc:  # a broken plugin fails its own runs, not the suite
+            runs.append((plan, exc))
     outcome = SuiteOutcome()
     started, spent, executed = time.perf_counter(), 0.0, 0
     for i, run in enumerate(runs, 1):
+        if isinstance(run, tuple):
+            plan, exc = run
+            folder = Path(results).resolve() / plan.suite / plan.run / f"seed{plan.seed}"
+            rec.write_json(folder / rec.RECORD_FILE, unresolved_record(plan, str(exc)))
+            echo(f"[{i}/{len(runs)}] {plan.suite}/{plan.label}: FAILED: {exc}")
+            outcome.failed += 1
+            continue
         folder = run_dir(Path(results), run)
         old = rec.read_record(folder / rec.RECORD_FILE)
         if old and old.get("status") == "success" and not overwrite:
@@ -78,6 +92,16 @@ def run_suite(
             outcome.failed += 1
             echo(f"    FAILED: {record['error']}")
     return outcome
+
+
+def unresolved_record(plan: RunPlan, error: str) -> dict[str, Any]:
+    """The record of a run that could not even be resolved (a plugin that fails to import)."""
+    return {
+        "schema_version": rec.SCHEMA_VERSION, "suite": plan.suite, "run": plan.run, "run_index": plan.run_index,
+        "seed": plan.seed, "status": "failed", "error": error, "started_at": rec.now(), "finished_at": rec.now(),
+        "components": {}, "metrics": {}, "eval": {}, "train": {}, "cost": {},
+        "provenance": {"packages": rec.package_versions(), "code_version": rec.code_version()},
+    }
 
 
 def execute(run: ResolvedRun, folder: Path) -> dict[str, Any]:
@@ -125,6 +149,8 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any]) 
     from rdbench.losses.base import CompositeLoss
     from rdbench.training.module import RetrievalModule
 
+    # Lightning's start-up notices (GPU/TPU availability) would bury the suite's own lines.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     L.seed_everything(run.seed, workers=True, verbose=False)
     c = run.components
     backbone = c["backbone"].build()
@@ -135,8 +161,14 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any]) 
     record["provenance"]["dataset"] = {"key": c["dataset"].key, **dataset.describe(), **table_fingerprint(table)}
     record["provenance"]["dataset"]["fingerprint"] = record["provenance"]["dataset"].pop("sha256", None)
 
+    # No train_transform: images go in as cached (the embedded default's results stay as they
+    # were); no eval_transform: the resize to the backbone's size (a no-op on cached images).
+    from rdbench.transforms import ResizeTransform
+
     data = RetrievalDataModule(
-        table, backbone.tokenize, backbone.image_size, run.data.batch_size, run.data.eval_batch_size, run.data.num_workers, run.seed
+        table, backbone.tokenize, backbone.image_size, run.data.batch_size, run.data.eval_batch_size, run.data.num_workers, run.seed,
+        train_transform=c["train_transform"].build() if "train_transform" in c else None,
+        eval_transform=c["eval_transform"].build() if "eval_transform" in c else ResizeTransform(),
     )
     adapter = c["adapter"].build()
     loss = c["loss"].build()

@@ -1,0 +1,1 @@
+"""An example rdbench plugin (see docs/plugins.md in rdbench)."""
