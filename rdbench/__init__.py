@@ -3,3 +3,10 @@ encoders on remote-sensing image-text retrieval (RSICD, RSITMD), built around th
 (Ning et al., 2025)."""
 
 __version__ = "0.1.0"
+
+# torchvision is imported by open_clip, torchmetrics and Lightning alike; make it importable
+# before any of them is (see _torchvision_compat: a no-op where torch and torchvision match).
+from rdbench._torchvision_compat import ensure_torchvision_importable as _ensure
+
+_ensure()
+del _ensure

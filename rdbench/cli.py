@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import sys
 from pathlib import Path
 
@@ -52,10 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count each component's trainable parameters on a randomly initialised open_clip model, e.g. ViT-B-32")
     p.add_argument("--format", default="simple", help="tabulate format: simple, github, latex, ...")
 
-    p = sub.add_parser("compare", help="tables from run records")
-    p.add_argument("results", nargs="?", default="results")
-    p.add_argument("--suite")
-    p.add_argument("--format", default="table", help="table, markdown, latex or csv")
+    p = sub.add_parser("compare", help="tables, significance tests and plots from run records (docs/compare.md)")
+    p.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    p.add_argument("--suite", help="only this suite")
+    p.add_argument("--format", default="table", help="table (terminal), markdown, latex, csv or parquet (needs --output)")
+    p.add_argument("--output", metavar="FILE", help="write the table to FILE instead of printing it")
+    p.add_argument("--baseline", metavar="RUN", help="add a delta column per metric against RUN, with a significance test")
+    p.add_argument("--columns", type=_csv, metavar="NAMES",
+                   help="comma-separated columns: default, trainable, test/... or val/... metrics, "
+                   "train_time_s, peak_mem_bytes, total_params, train/loss/<term> (default: default)")
+    p.add_argument("--references", nargs="?", const=True, default=False, type=_csv, metavar="NAMES",
+                   help="add published rows for the suite's dataset (rsicd, rsitmd); optionally only these "
+                   "registry/reference files, e.g. pe-rsitr,georsclip")
+    p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K) into DIR")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED", help="bootstrap random seed (default: 0)")
+
+    from rdbench.data.commands import add_data_commands  # `rdbench data verify|overlap`
+
+    add_data_commands(sub)
     return parser
 
 
@@ -74,11 +90,20 @@ def cmd_run(args) -> int:
 
 
 def _check_writable(folder: Path) -> None:
-    probe = folder
+    """Fail before any training if records could not be written there."""
+    probe = folder.resolve()
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise RdbenchError(f"{folder}: results folder cannot be created ({probe} is a file)")
     if not os.access(probe, os.W_OK):
         raise RdbenchError(f"{folder}: results folder is not writable")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise RdbenchError(f"{folder}: results folder is not writable ({exc.strerror})") from None
 
 
 def cmd_validate(args) -> int:
@@ -125,14 +150,29 @@ def cmd_list(args) -> int:
 def cmd_compare(args) -> int:
     from rdbench.results.compare import compare
 
-    text, warnings = compare(args.results, suite=args.suite, fmt=args.format)
-    for warning in warnings:
+    if args.bootstrap < 1:
+        raise RdbenchError(f"--bootstrap: needs a positive number of resamples, got {args.bootstrap}")
+    result = compare(args.results, suite=args.suite, fmt=args.format, baseline=args.baseline,
+                     columns=args.columns, references=args.references, plot_dir=args.plot,
+                     output=args.output, n_boot=args.bootstrap, seed=args.bootstrap_seed)
+    for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(text)
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    # Files go to stderr too, so that stdout stays exactly the table a user redirects or pastes.
+    for path in result.files[1 if args.output else 0:]:
+        print(f"wrote {path}", file=sys.stderr)
+    print(result.text, end="")
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare}
+def cmd_data(args) -> int:
+    from rdbench.data.commands import cmd_data as run_data_command
+
+    return run_data_command(args)
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ from typing import Iterable, Literal
 
 import torch
 
+from jsonargparse.typing import PositiveFloat
+
 from rdbench.registry import REGISTRY, register
 
 
@@ -35,7 +37,7 @@ class AdamWOptimizer(Optimizer):
 
     def __init__(
         self,
-        lr: float = 1e-3,
+        lr: PositiveFloat = 1e-3,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.98),
         eps: float = 1e-6,

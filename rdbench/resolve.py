@@ -260,6 +260,11 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    # jsonargparse's restricted types (PositiveInt, ...) are int/float subclasses: store plain
+    # numbers so configs and records stay safe-dumpable YAML and JSON.
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain) and type(value) is not plain:
+            return plain(value)
     return value
 
 

@@ -139,3 +139,22 @@ def check_adapter(make_adapter: Callable[[], nn.Module], *, identity_at_init: bo
     if declared:
         assert any(id(params[n]) in declared for n in changed), "no declared parameter changed after training"
     return {"trainable": sum(p.numel() for _, p in adapter.trainable_parameters(module.model)), "changed": len(changed)}
+
+
+from rdbench.losses.base import LossTerm as _LossTerm  # noqa: E402
+
+
+class NaNAfterLoss(_LossTerm):
+    """Fault injection for reliability tests (use it by ``class_path``; it is not registered):
+    InfoNCE for the first ``after`` calls, then NaN."""
+
+    def __init__(self, after: int = 2):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, step):
+        from rdbench.losses.contrastive import InfoNCELoss
+
+        self.calls += 1
+        value = InfoNCELoss()(step)
+        return value * float("nan") if self.calls > self.after else value

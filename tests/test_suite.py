@@ -83,7 +83,7 @@ def test_class_path_form(tmp_path):
         ("suite: demo\nruns: {a: {adapter: none\n", r"malformed YAML at line \d+, column \d+"),
         ("suite: demo\nrnus: {a: {}}\n", r"unknown suite key\(s\) rnus"),
         (SUITE.replace("adapter: adapter/none", "adapter: adapter/botleneck"), r"did you mean adapter/bottleneck"),
-        (SUITE.replace("bottleneck: 8", "bottleneck: eight"), r"adapter/bottleneck: argument bottleneck: Expected a <class 'int'>"),
+        (SUITE.replace("bottleneck: 8", "bottleneck: eight"), r"adapter/bottleneck: argument bottleneck: Not of type PositiveInt"),
         (SUITE.replace("bottleneck: 8", "botleneck: 8"), r"unknown argument 'botleneck'; did you mean 'bottleneck'"),
         (SUITE.replace("seeds: [3]", "seeds: [x]"), r"`seeds` must be a list of integers"),
         (SUITE.replace("    seeds: [3]", "    adaptr: adapter/none"), r"unknown slot 'adaptr'; did you mean 'adapter'"),

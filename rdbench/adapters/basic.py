@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
+from jsonargparse.typing import PositiveInt
+
 from rdbench.registry import register
 
 
@@ -74,7 +76,7 @@ class BottleneckAdapter(Adapter):
 
     def __init__(
         self,
-        bottleneck: int = 64,
+        bottleneck: PositiveInt = 64,
         scale: float = 0.1,
         learnable_scale: bool = False,
         position: Literal["parallel", "sequential"] = "parallel",

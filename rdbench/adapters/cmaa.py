@@ -29,6 +29,8 @@ from torch import nn
 from rdbench.adapters.attention import Attention
 from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
 from rdbench.adapters.basic import Scale
+from jsonargparse.typing import PositiveInt
+
 from rdbench.registry import REGISTRY, register
 from rdbench.resolve import Builder, as_builder
 
@@ -132,7 +134,7 @@ class CMAAdapter(Adapter):
 
     def __init__(
         self,
-        bottleneck: int = 64,
+        bottleneck: PositiveInt = 64,
         vision_mixer: Builder[Attention] = "attention/diff",  # type: ignore[assignment]
         text_mixer: Builder[Attention] = "attention/hierarchical",  # type: ignore[assignment]
         interaction: Builder[Interaction] = "interaction/shared-mlp",  # type: ignore[assignment]
@@ -193,7 +195,7 @@ class SymmetricAdapter(CMAAdapter):
 
     def __init__(
         self,
-        bottleneck: int = 64,
+        bottleneck: PositiveInt = 64,
         mixer: Builder[Attention] = "attention/none",  # type: ignore[assignment]
         interaction: Builder[Interaction] = "interaction/none",  # type: ignore[assignment]
         position: Literal["parallel", "sequential"] = "parallel",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from jsonargparse.typing import PositiveInt
 
 from rdbench.registry import REGISTRY, register
 
@@ -41,7 +42,7 @@ class SyntheticRSDataset(Dataset):
     under ``$RDBENCH_CACHE/data`` unless ``root`` is given.
     """
 
-    def __init__(self, root: str | None = None, train: int = 400, val: int = 100, test: int = 100, image_size: int = 64, seed: int = 0):
+    def __init__(self, root: str | None = None, train: PositiveInt = 400, val: PositiveInt = 100, test: PositiveInt = 100, image_size: PositiveInt = 64, seed: int = 0):
         for name, n in (("train", train), ("val", val), ("test", test)):
             if n < 1:
                 raise ValueError(f"{name} must be at least 1 image")

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+
 from rdbench.errors import ConfigError, PluginImportError, RdbenchError
 from rdbench.resolve import Resolved, resolve
 from rdbench.suite import COMPONENT_SLOTS, RunPlan
@@ -36,9 +38,9 @@ TRAINER_RESERVED = ("callbacks", "logger", "default_root_dir", "enable_checkpoin
 class DataOptions:
     """Loader settings (the ``data`` slot)."""
 
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    num_workers: int = 0
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 128
+    num_workers: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size"):

@@ -1,0 +1,183 @@
+"""Reliability promises (docs/reliability.md): kill -9 and resume, concurrent processes, NaN
+isolation, determinism, and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdbench.cli import main
+
+BACKBONE = "{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}"
+
+
+def suite_text(name: str, runs: str, epochs: int = 1, train: int = 12, extra: str = "") -> str:
+    return f"""\
+suite: {name}
+defaults:
+  backbone: {BACKBONE}
+  dataset: {{name: dataset/synthetic-rs, train: {train}, val: 6, test: 6}}
+  adapter: {{name: adapter/bottleneck, bottleneck: 4}}
+  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
+  trainer: {{max_epochs: {epochs}, enable_progress_bar: false}}
+  data: {{batch_size: 8, eval_batch_size: 16}}
+{extra}runs:
+{runs}"""
+
+
+def cli(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "rdbench", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def records(results: Path, suite: str) -> dict[str, dict]:
+    return {p.parent.parent.name: json.loads(p.read_text()) for p in results.glob(f"{suite}/*/seed0/record.json")}
+
+
+def test_kill_9_then_rerun_resumes_and_redoes_nothing(tmp_path):
+    (tmp_path / "s.yaml").write_text(suite_text("killed", "  a: {}\n  b: {}\n  c: {}\n", epochs=6, train=24))
+    results = tmp_path / "results"
+    proc = cli("run", "s.yaml", cwd=tmp_path)
+    last = results / "killed" / "b" / "seed0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), "run b never wrote a resumable checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = records(results, "killed")
+    assert before["a"]["status"] == "success" and "b" not in before
+    rerun = cli("run", "s.yaml", cwd=tmp_path)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out[-3000:]
+    after = records(results, "killed")
+    assert set(after) == {"a", "b", "c"} and all(r["status"] == "success" for r in after.values())
+    assert after["a"]["finished_at"] == before["a"]["finished_at"]  # not done twice
+    assert "a/seed0: done already" in out
+    assert after["b"]["resumed_from_step"] > 0 and "resumed from step" in out
+    assert after["b"]["train"]["steps"] == 6 * (24 * 5 // 8)  # the schedule finished where it would have
+    assert not (results / "killed" / "b" / "seed0" / "checkpoints" / "last.ckpt").exists()
+    ckpt = torch.load(results / "killed" / "b" / "seed0" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert all(k.startswith("adapter.") for k in ckpt["state_dict"])  # no frozen backbone copy
+
+
+def test_two_processes_share_a_suite_and_run_each_run_once(tmp_path):
+    runs = "".join(f"  r{i}: {{}}\n" for i in range(4))
+    (tmp_path / "s.yaml").write_text(suite_text("shared", runs))
+    # build the cached backbone and data once, so the two processes start on equal terms
+    assert main(["run", str(tmp_path / "s.yaml"), "--only", "r0", "--results", str(tmp_path / "warm")]) == 0
+    procs = [cli("run", "s.yaml", cwd=tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    executed = sum(len(re.findall(r"val mR [\d.]+, test mR", out)) for out in outs)
+    assert executed == 4, outs
+    assert sum(o.count("running in another process") + o.count("done already") for o in outs) == 4
+    recs = records(tmp_path / "results", "shared")
+    assert len(recs) == 4 and all(r["status"] == "success" for r in recs.values())
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    from rdbench.results.lock import RunLock
+
+    folder = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder.mkdir()
+    (folder / ".lock").write_text(json.dumps({"pid": dead.pid, "host": "here"}))
+    lock = RunLock(folder)
+    assert lock.acquire() and lock.took_over_stale and lock.previous["pid"] == dead.pid
+    other = RunLock(folder)
+    assert not other.acquire()  # held by us, a live process
+    lock.release()
+    assert other.acquire()
+    other.release()
+
+
+def test_nan_loss_fails_the_run_and_the_suite_goes_on(tmp_path, capsys):
+    runs = "  nan:\n    loss: {class_path: rdbench.testing.NaNAfterLoss, init_args: {after: 2}}\n  fine: {}\n"
+    (tmp_path / "s.yaml").write_text(suite_text("nan", runs))
+    code = main(["run", str(tmp_path / "s.yaml"), "--results", str(tmp_path / "results")])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rdbench: 1 run(s) failed; their record.json says why"
+    recs = records(tmp_path / "results", "nan")
+    assert recs["fine"]["status"] == "success"
+    assert recs["nan"]["status"] == "failed" and recs["nan"]["error"] == "FloatingPointError: loss is nan at step 2"
+    assert recs["nan"]["failed_at_step"] == 2
+
+
+def test_same_run_and_seed_give_identical_metrics(tmp_path):
+    (tmp_path / "s.yaml").write_text(suite_text("det", "  a: {}\n"))
+    metrics = []
+    for attempt in range(2):
+        assert main(["run", str(tmp_path / "s.yaml"), "--results", str(tmp_path / f"r{attempt}")]) == 0
+        metrics.append(records(tmp_path / f"r{attempt}", "det")["a"]["metrics"])
+    assert metrics[0] == metrics[1]
+
+
+GOOD = suite_text("bad", "  a: {}\n")
+
+
+def bad_inputs(tmp: Path) -> list[tuple[str, list[str], str, int]]:
+    """(what, arguments, expected message pattern, exit code)."""
+    corrupt = tmp / "corrupt"
+    (corrupt / "images").mkdir(parents=True)
+    from rdbench.data.karpathy import write_karpathy_json
+
+    for split in ("train", "val", "test"):
+        for i in range(2):
+            from PIL import Image
+
+            name = f"port_{split}{i}.png"
+            Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(corrupt / "images" / name)
+    (corrupt / "images" / "port_val1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    write_karpathy_json(corrupt / "dataset_corrupt.json", [
+        {"filename": f"port_{s}{i}.png", "split": s, "captions": [f"a port {s} {i}"]} for s in ("train", "val", "test") for i in range(2)
+    ])
+    ckpt = tmp / "tiny.pt"
+    from rdbench.testing import tiny_clip
+
+    torch.save(tiny_clip().state_dict(), ckpt)
+    (tmp / "afile").write_text("")
+    cases = {
+        "malformed YAML": ("suite: bad\nruns: [a\n", r"malformed YAML at line \d+, column \d+", 2),
+        "unknown suite key": (GOOD + "extra: 1\n", r"unknown suite key\(s\) extra", 2),
+        "unknown component key": (GOOD.replace("adapter/bottleneck", "adapter/bottlenek"), r"did you mean adapter/bottleneck", 2),
+        "wrong type": (GOOD.replace("bottleneck: 4", "bottleneck: four"), r"argument bottleneck: Not of type PositiveInt: invalid literal", 2),
+        "out of range": (GOOD.replace("bottleneck: 4", "bottleneck: 0"), r"argument bottleneck: .*restriction v>0", 2),
+        "undecodable image": (GOOD.replace("{name: dataset/synthetic-rs, train: 12, val: 6, test: 6}", f"{{name: dataset/captions, root: {corrupt}}}"), r"port_val1.png", 1),
+        "checkpoint of another architecture": (GOOD.replace(BACKBONE, f"{{name: backbone/open-clip, architecture: ViT-B-32, pretrained: {ckpt}}}"), r"tiny.pt: checkpoint is not a ViT-B-32 state dict", 1),
+    }
+    out = []
+    for what, (text, pattern, code) in cases.items():
+        path = tmp / f"{what.replace(' ', '-')}.yaml"
+        path.write_text(text)
+        out.append((what, ["run", str(path), "--results", str(tmp / "results")], pattern, code))
+    out.append(("missing suite file", ["run", str(tmp / "nope.yaml")], r"nope.yaml: no such file", 2))
+    (tmp / "good.yaml").write_text(GOOD)
+    out.append(("--only an unknown run", ["run", str(tmp / "good.yaml"), "--only", "zz"], r"--only names unknown run\(s\) zz", 2))
+    out.append(("results folder not writable", ["run", str(tmp / "good.yaml"), "--results", str(tmp / "afile" / "results")], r"results folder cannot be created", 2))
+    return out
+
+
+def test_bad_input_gets_one_clear_line(tmp_path, capsys):
+    for what, args, pattern, code in bad_inputs(tmp_path):
+        got = main(args)
+        captured = capsys.readouterr()
+        assert got == code, (what, captured.err)
+        if code == 2:
+            lines = captured.err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("rdbench: "), (what, captured.err)
+            assert re.search(pattern, lines[0]), (what, lines[0])
+        else:  # the run failed: its one-line reason is printed and kept in its record
+            failed = [ln for ln in captured.out.splitlines() if "FAILED:" in ln]
+            assert len(failed) == 1 and re.search(pattern, failed[0]), (what, captured.out[-2000:])
+        assert "Traceback" not in captured.err + captured.out, what
