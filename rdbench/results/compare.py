@@ -25,6 +25,8 @@ from rdbench.results.formats import FORMATS, check_format, human_count, render, 
 SCHEMA_VERSION = 1
 #: Cost fields averaged like metrics (``trainable_params`` is a property of the method instead).
 COST_VALUES = ("train_time_s", "peak_mem_bytes", "total_params")
+#: Metrics every summary has (null when no seed reported them), so outputs keep one schema.
+KEY_METRICS = (*(f"test/{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)), "test/mR", "val/mR")
 # Explicit dtypes so that a column that is null in every record still has a usable type.
 _BASE_SCHEMA = {
     "suite": pl.String, "run": pl.String, "run_index": pl.Int64, "seed": pl.Int64,
@@ -190,6 +192,7 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
     is the run name; ``run`` gets a suffix when seeds of one run used different datasets or
     backbones and had to be split.
     """
+    df = df.with_columns(pl.lit(None, pl.Float64).alias(m) for m in KEY_METRICS if m not in df.columns)
     values = value_columns(df)
     run_keys = ["suite", "run"]
     # A seed that failed before recording provenance has a null key; if the rest of the run
@@ -270,15 +273,13 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
     result = Comparison("", warnings, notes)
     if fmt in ("csv", "parquet"):
         text = write_frame(tables, fmt, output)
-        if output is not None:
-            result.files.append(Path(output))
-            text = f"wrote {output}\n"
     else:
         text = render(tables, fmt)
         if output is not None:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            Path(output).write_text(text, encoding="utf-8")
-            result.files.append(Path(output))
+            _write_text(Path(output), text)
+    if output is not None:
+        result.files.append(Path(output))
+        text = f"wrote {output}\n"
     result.text = text
     if plot_dir is not None:
         from rdbench.results.plots import plot_suite
@@ -286,3 +287,11 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
         for table in tables:
             result.files += plot_suite(table, plot_dir)
     return result
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise RdbenchError(f"{path}: cannot write ({exc.strerror or exc})") from None

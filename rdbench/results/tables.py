@@ -10,12 +10,14 @@ footnotes here, once, as plain text; renderers only translate symbols.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
 from rdbench.errors import RdbenchError
 from rdbench.results import stats
 from rdbench.results.formats import human_count
+from rdbench.results.record import RANKS_FILE
 from rdbench.results.references import DATASETS, dataset_name, reference_rows
 
 DEFAULT_COLUMNS = ("trainable", *stats.TEST_RECALLS, "test/mR")
@@ -82,11 +84,13 @@ def trainable_text(trainable, backbone_params) -> str:
     """``0.16M (0.11%)``: the count and its share of the backbone's parameters."""
     if trainable is None:
         return ""
+    # PEFT papers quote every count in millions; below 0.01M that would print 0.00M.
+    count = f"{trainable / 1e6:.2f}M" if trainable >= 5_000 else human_count(trainable)
     if trainable == 0 or not backbone_params:
-        return human_count(trainable)
+        return count
     pct = 100.0 * trainable / backbone_params
     share = "<0.01" if pct < 0.01 else f"{pct:.0f}" if pct >= 99.995 else f"{pct:.2f}"
-    return f"{human_count(trainable)} ({share}%)"
+    return f"{count} ({share}%)"
 
 
 @dataclass
@@ -99,7 +103,6 @@ class Row:
     failed: int = 0
     incomplete: int = 0
     deltas: dict[str, stats.Delta] = field(default_factory=dict)
-    mark: str = ""
     data: dict = field(default_factory=dict)  # the summary row (rdbench rows only)
 
     @property
@@ -116,6 +119,7 @@ class SuiteTable:
     baseline: str | None
     footnotes: list[str]
     sources: dict[str, str] = field(default_factory=dict)  # mark -> citation
+    unmatched: list[str] = field(default_factory=list)  # rows without a comparable baseline
 
     @property
     def value_columns(self) -> list[Column]:
@@ -129,10 +133,6 @@ def _row(data: dict, columns: list[Column]) -> Row:
 
 
 def _ranks_paths(row: Row) -> list[str]:
-    from pathlib import Path
-
-    from rdbench.results.record import RANKS_FILE
-
     return [str(Path(p).parent / RANKS_FILE) for p in row.data["paths"]]
 
 
@@ -174,25 +174,36 @@ def _test_footnotes(table: SuiteTable, n_boot: int, seed: int) -> list[str]:
     """Which test each delta used, grouped by test, so that no asterisk is unexplained."""
     texts = {"welch": "Welch's t-test across seeds (3 or more seeds in both runs; two-sided p < 0.05)",
              "bootstrap": (f"paired bootstrap over test queries (fewer than 3 seeds in a run; "
-                           f"B = {n_boot}, seed {seed}; 95% percentile interval excludes 0)")}
+                           f"seed-averaged hits per query, B = {n_boot}, seed {seed}; "
+                           "95% percentile interval excludes 0)")}
     groups: dict[str, list[str]] = {}
-    untested: list[str] = []
+    untested: dict[str, list[str]] = {}  # reason -> "row: columns"
     for row in table.rows:
         for test in sorted({d.test for d in row.deltas.values() if d.test}):
             groups.setdefault(test, []).append(row.label)
-        untested += [f"{row.label} {column_for(key).header} ({d.why_untested})"
-                     for key, d in row.deltas.items() if d.delta is not None and d.test is None]
+        skipped: dict[str, list[str]] = {}
+        for key, d in row.deltas.items():
+            if d.delta is not None and d.test is None:
+                skipped.setdefault(d.why_untested, []).append(column_for(key).header)
+        for why, headers in skipped.items():
+            untested.setdefault(why, []).append(f"{row.label} ({', '.join(headers)})")
     lines = [f"Test for {', '.join(labels)}: {texts[test]}." for test, labels in groups.items()]
-    if untested:
-        lines.append("Not tested: " + "; ".join(untested) + ".")
+    lines += [f"Not tested, {why}: {'; '.join(items)}." for why, items in untested.items()]
     return lines
 
 
 def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int) -> list[str]:
     notes = []
-    seeds = {r.seeds for r in table.rows}
-    n = f"{seeds.pop()} seeds" if len(seeds) == 1 else "the seeds given per row"
-    notes.append(f"Mean ± std over {n} (successful seeds only); recalls in %.")
+    counts = {r.label: r.seeds for r in table.rows if r.seeds}
+    # LaTeX has no seeds column, so a non-uniform count is spelled out per row.
+    if not counts:
+        notes.append("No successful seed yet: nothing to average.")
+    elif len(set(counts.values())) == 1:
+        k = next(iter(counts.values()))
+        notes.append(f"Mean ± std over {k} seed{'s' * (k != 1)} (successful seeds only); recalls in %.")
+    else:
+        each = ", ".join(f"{label} {k}" for label, k in counts.items())
+        notes.append(f"Mean ± std over successful seeds ({each}); recalls in %.")
     failed = [f"{r.label} {r.failed}" for r in table.rows if r.failed]
     unfinished = [f"{r.label} {r.incomplete}" for r in table.rows if r.incomplete]
     if failed:
@@ -202,10 +213,15 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
     if table.baseline is not None:
         notes.append(f"Δ: row mean minus {table.baseline} mean; * significant at 95%.")
         notes += _test_footnotes(table, n_boot, seed)
+        if table.unmatched:
+            notes.append(f"No Δ for {', '.join(table.unmatched)}: no successful baseline seed "
+                         "on the same dataset and backbone.")
+    # Rows with results say what was measured; a seed that failed early may lack provenance.
+    measured = [d for d in rows_data if d["seeds"]] or rows_data
     setups = dict.fromkeys(
         f"{d['dataset'] or '?'}" + (f" (fingerprint {d['dataset_fingerprint'][:8]})"
                                    if d["dataset_fingerprint"] else "")
-        + f", {d['backbone'] or '?'}" for d in rows_data)
+        + f", {d['backbone'] or '?'}" for d in measured)
     notes.append(f"Measured by rdbench on {'; '.join(setups)}.")
     for mark, source in table.sources.items():
         notes.append(f"{mark} Published, not rerun: {source}.")
@@ -225,6 +241,8 @@ def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column],
         runs = ", ".join(summary["run"].unique(maintain_order=True).to_list())
         raise RdbenchError(f"--baseline: no run '{baseline}' in the records (runs: {runs})")
     names = None if references is True else references or None
+    if names:
+        reference_rows(DATASETS[0], names)  # an unknown source name is an error on any suite
     tables = []
     for suite in suites:
         data = summary.filter(pl.col("suite") == suite).to_dicts()
@@ -251,7 +269,10 @@ def _attach_baseline(table: SuiteTable, baseline: str, df: pl.DataFrame, n_boot:
     cache: dict = {}
     for row in table.rows:
         match = [b for b in variants if all(b.data[k] == row.data[k] for k in setup)]
-        if not match or match[0] is row or not row.seeds or not match[0].seeds:
+        if match and match[0] is row or not row.seeds:
+            continue
+        if not match or not match[0].seeds:
+            table.unmatched.append(row.label)
             continue
         _deltas(row, match[0], table.value_columns, df, n_boot, seed, cache, warnings)
 
@@ -272,4 +293,4 @@ def _attach_references(table: SuiteTable, data: list[dict], names, notes: list[s
             label = ref.method + (f" [{dataset_name(key)}]" if len(known) > 1 else "")
             values = {c.key: (ref.values.get(c.key), None) for c in table.value_columns}
             table.published.append(Row(label + marks[ref.name], values, ref.trainable or "",
-                                       mark=marks[ref.name], data={"source": ref.name}))
+                                       data={"source": ref.name}))

@@ -3,53 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 import statistics
 
 import polars as pl
 import pytest
+from compare_records import make_record, write
 
 from rdbench.errors import RdbenchError
-from rdbench.results.compare import (
-    compare, human_count, load_records, render, summarize,
-)
-
-RECALLS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"]
-
-
-def make_record(suite, run, run_index, seed, base=None, status="success", fingerprint="fp-aaaa",
-                backbone="backbone/tiny-rs", trainable=1_050_000):
-    """A schema-1 record; every metric of split s is ``base + offset`` so means are predictable."""
-    metrics = {}
-    if base is not None:
-        for split, shift in (("val", 0.0), ("test", 1.0)):
-            values = [base + shift + i for i in range(6)]
-            metrics.update({f"{split}/{name}": v for name, v in zip(RECALLS, values)})
-            metrics[f"{split}/mR"] = sum(values) / 6
-    return {
-        "schema_version": 1, "suite": suite, "run": run, "run_index": run_index, "seed": seed,
-        "status": status, "error": None if status == "success" else "CUDA out of memory",
-        "started_at": "2025-01-01T00:00:00+00:00", "finished_at": "2025-01-01T00:01:00+00:00",
-        "components": {
-            "adapter": {"key": f"adapter/{run}", "class_path": "x.Y", "init_args": {},
-                        "source": "builtin"},
-            "backbone": {"key": backbone}, "dataset": {"key": "dataset/synthetic-rs"},
-        },
-        "metrics": metrics,
-        "cost": {"trainable_params": trainable, "total_params": 151_280_000,
-                 "train_time_s": 1.5, "peak_mem_bytes": 789},
-        "provenance": {"packages": {}, "code_version": "abc",
-                       "dataset": {"key": "dataset/synthetic-rs", "fingerprint": fingerprint},
-                       "backbone": {"key": backbone, "checksum": "c"}},
-    }
-
-
-def write(root, record, name=None):
-    run_dir = root / record["suite"] / (name or record["run"])
-    path = run_dir / f"seed{record['seed']}" / "record.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
-    return path
+from rdbench.results.compare import compare, human_count, load_records, summarize
 
 
 @pytest.fixture
@@ -68,6 +29,10 @@ def row_of(summary, run):
     return rows[0]
 
 
+def line_of(text, run):
+    return next(ln for ln in text.splitlines() if ln.startswith(run + " "))
+
+
 def test_load_records_flattens(results):
     df, warnings = load_records(results)
     assert warnings == []
@@ -84,50 +49,112 @@ def test_two_runs_exact_means_and_stds(results):
     summary = summarize(load_records(results)[0])
     assert summary["run"].to_list() == ["lora", "full"]
     full = row_of(summary, "full")
-    assert (full["seeds"], full["failed"], full["trainable_params"]) == (2, 0, 1_050_000)
+    assert (full["seeds"], full["failed"], full["incomplete"]) == (2, 0, 0)
+    assert (full["trainable_params"], full["backbone_params"]) == (1_050_000, 151_280_000)
     assert full["test/i2t_R@1_mean"] == pytest.approx(12.0)
     assert full["test/i2t_R@1_std"] == pytest.approx(statistics.stdev([11.0, 13.0]))
     assert full["val/mR_mean"] == pytest.approx(13.5)
     assert full["test/mR_mean"] == pytest.approx(14.5)
+    assert full["train_time_s_mean"] == pytest.approx(2.0)  # 1.5 + seed
     lora = row_of(summary, "lora")
     assert lora["test/t2i_R@10_mean"] == pytest.approx(26.5)
     assert lora["test/t2i_R@10_std"] == pytest.approx(statistics.stdev([26.0, 27.0]))
 
-    text, warnings = compare(results)
-    assert warnings == []
+    result = compare(results)
+    assert result.warnings == [] and result.notes == [] and result.files == []
+    text = result.text
     assert text.startswith("quick\n")
-    line = next(ln for ln in text.splitlines() if ln.startswith("full"))
-    assert "1.05M" in line and "12.00 ± 1.41" in line and "13.50 ± 1.41" in line
-    line = next(ln for ln in text.splitlines() if ln.startswith("lora"))
-    assert "12.3K" in line and "26.50 ± 0.71" in line
+    assert "1.05M (0.69%)" in line_of(text, "full") and "12.00 ± 1.41" in line_of(text, "full")
+    assert "0.01M (<0.01%)" in line_of(text, "lora") and "26.50 ± 0.71" in line_of(text, "lora")
     assert text.index("lora") < text.index("full")
+    assert "Mean ± std over 2 seeds" in text
 
 
-def test_failed_seed_counted_not_averaged(results):
+EXPECTED_TABLE = """\
+quick
+
+method      seeds    failed       trainable       I2T R@1       I2T R@5      I2T R@10       T2I R@1       T2I R@5      T2I R@10            mR
+--------  -------  --------  --------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------
+lora            2         0  0.01M (<0.01%)  21.50 ± 0.71  22.50 ± 0.71  23.50 ± 0.71  24.50 ± 0.71  25.50 ± 0.71  26.50 ± 0.71  24.00 ± 0.71
+full            2         0   1.05M (0.69%)  12.00 ± 1.41  13.00 ± 1.41  14.00 ± 1.41  15.00 ± 1.41  16.00 ± 1.41  17.00 ± 1.41  14.50 ± 1.41
+
+Mean ± std over 2 seeds (successful seeds only); recalls in %.
+Measured by rdbench on dataset/synthetic-rs (fingerprint fp-aaaa), backbone/tiny-rs.
+"""
+
+# Baseline lora: every delta is 12.00 - 21.50 = -9.50; no test_ranks.json, so no bootstrap.
+EXPECTED_MARKDOWN = """\
+### quick
+
+| method   |   seeds |   failed |      trainable |      I2T R@1 |     Δ |      I2T R@5 |     Δ |     I2T R@10 |     Δ |      T2I R@1 |     Δ |      T2I R@5 |     Δ |     T2I R@10 |     Δ |           mR |     Δ |
+|----------|---------|----------|----------------|--------------|-------|--------------|-------|--------------|-------|--------------|-------|--------------|-------|--------------|-------|--------------|-------|
+| lora     |       2 |        0 | 0.01M (<0.01%) | 21.50 ± 0.71 |       | 22.50 ± 0.71 |       | 23.50 ± 0.71 |       | 24.50 ± 0.71 |       | 25.50 ± 0.71 |       | 26.50 ± 0.71 |       | 24.00 ± 0.71 |       |
+| full     |       2 |        0 |  1.05M (0.69%) | 12.00 ± 1.41 | -9.50 | 13.00 ± 1.41 | -9.50 | 14.00 ± 1.41 | -9.50 | 15.00 ± 1.41 | -9.50 | 16.00 ± 1.41 | -9.50 | 17.00 ± 1.41 | -9.50 | 14.50 ± 1.41 | -9.50 |
+
+- Mean ± std over 2 seeds (successful seeds only); recalls in %.
+- Δ: row mean minus lora mean; \\* significant at 95%.
+- Not tested, per-query ranks unavailable: full (I2T R@1, I2T R@5, I2T R@10, T2I R@1, T2I R@5, T2I R@10, mR).
+- Measured by rdbench on dataset/synthetic-rs (fingerprint fp-aaaa), backbone/tiny-rs.
+"""
+
+EXPECTED_LATEX_ROWS = r"""
+\begin{tabular}{lrrrrrrrrrrrrrrr}
+\toprule
+Method & Trainable & I2T R@1 & $\Delta$ & I2T R@5 & $\Delta$ & I2T R@10 & $\Delta$ & T2I R@1 & $\Delta$ & T2I R@5 & $\Delta$ & T2I R@10 & $\Delta$ & mR & $\Delta$ \\
+\midrule
+lora & 0.01M ($<$0.01\%) & \textbf{21.50}{\scriptsize $\pm$ 0.71} &  & \textbf{22.50}{\scriptsize $\pm$ 0.71} &  & \textbf{23.50}{\scriptsize $\pm$ 0.71} &  & \textbf{24.50}{\scriptsize $\pm$ 0.71} &  & \textbf{25.50}{\scriptsize $\pm$ 0.71} &  & \textbf{26.50}{\scriptsize $\pm$ 0.71} &  & \textbf{24.00}{\scriptsize $\pm$ 0.71} &  \\
+full & 1.05M (0.69\%) & \underline{12.00}{\scriptsize $\pm$ 1.41} & -9.50 & \underline{13.00}{\scriptsize $\pm$ 1.41} & -9.50 & \underline{14.00}{\scriptsize $\pm$ 1.41} & -9.50 & \underline{15.00}{\scriptsize $\pm$ 1.41} & -9.50 & \underline{16.00}{\scriptsize $\pm$ 1.41} & -9.50 & \underline{17.00}{\scriptsize $\pm$ 1.41} & -9.50 & \underline{14.50}{\scriptsize $\pm$ 1.41} & -9.50 \\
+\bottomrule
+\end{tabular}
+"""
+
+
+def test_expected_terminal_table(results):
+    assert compare(results).text == EXPECTED_TABLE
+
+
+def test_expected_markdown_with_baseline(results):
+    assert compare(results, fmt="markdown", baseline="lora").text == EXPECTED_MARKDOWN
+
+
+def test_expected_latex_with_baseline(results):
+    text = compare(results, fmt="latex", baseline="lora").text
+    assert EXPECTED_LATEX_ROWS in text
+    assert r"$\Delta$: row mean minus lora mean; $^*$ significant at 95\%.\par" in text
+
+
+def test_failed_and_unfinished_seeds_counted_not_averaged(results):
     write(results, make_record("quick", "full", 2, 2, base=90.0, status="failed"))
     write(results, make_record("quick", "lora", 1, 2, status="failed"))
+    write(results, make_record("quick", "lora", 1, 3, base=70.0, status="running"))
     summary = summarize(load_records(results)[0])
     full = row_of(summary, "full")
-    assert (full["seeds"], full["failed"]) == (2, 1)
+    assert (full["seeds"], full["failed"], full["incomplete"]) == (2, 1, 0)
     assert full["test/i2t_R@1_mean"] == pytest.approx(12.0)  # the failed 91.0 is ignored
-    assert (row_of(summary, "lora")["seeds"], row_of(summary, "lora")["failed"]) == (2, 1)
+    lora = row_of(summary, "lora")
+    assert (lora["seeds"], lora["failed"], lora["incomplete"]) == (2, 1, 1)
+    assert lora["test/i2t_R@1_mean"] == pytest.approx(21.5)  # the running 71.0 is ignored
+    text = compare(results).text
+    assert line_of(text, "lora").split()[:4] == ["lora", "2", "1", "1"]
+    assert "Failed seeds, counted but not averaged: lora 1, full 1." in text
+    assert "Unfinished seeds (status neither success nor failed): lora 1." in text
 
 
 def test_single_seed_std_is_zero(tmp_path):
     write(tmp_path, make_record("s", "only", 1, 0, base=5.0))
     row = row_of(summarize(load_records(tmp_path)[0]), "only")
     assert row["test/mR_std"] == 0.0
-    assert "8.50 ± 0.00" in compare(tmp_path)[0]  # test/mR: mean of 6..11
+    text = compare(tmp_path).text
+    assert "8.50 ± 0.00" in text and "over 1 seed (" in text  # test/mR: mean of 6..11
 
 
 def test_all_seeds_failed_still_listed(results):
     for seed in (0, 1):
         write(results, make_record("quick", "broken", 3, seed, status="failed", trainable=None))
-    summary = summarize(load_records(results)[0])
-    broken = row_of(summary, "broken")
+    broken = row_of(summarize(load_records(results)[0]), "broken")
     assert (broken["seeds"], broken["failed"]) == (0, 2)
     assert broken["test/mR_mean"] is None and broken["test/mR_std"] is None
-    line = next(ln for ln in compare(results)[0].splitlines() if ln.startswith("broken"))
+    line = line_of(compare(results, baseline="lora").text, "broken")
     assert line.split() == ["broken", "0", "2"]
     assert "±" not in line
 
@@ -144,19 +171,22 @@ def test_corrupt_and_foreign_records_warned_and_skipped(results):
     assert any(str(bad) in w and "JSON" in w for w in warnings)
     assert any(str(partial) in w and "run_index" in w for w in warnings)
     assert any(str(future) in w and "schema_version" in w for w in warnings)
-    text, warnings = compare(results)
-    assert "12.00 ± 1.41" in text and len(warnings) == 3
+    result = compare(results)
+    assert "12.00 ± 1.41" in result.text and len(result.warnings) == 3
 
 
-def test_mixed_fingerprints_not_averaged(results):
+def test_mixed_fingerprints_and_datasets_not_averaged(results):
     write(results, make_record("quick", "full", 2, 2, base=40.0, fingerprint="fp-bbbbbbbbbb"))
+    write(results, make_record("quick", "lora", 1, 2, base=60.0, dataset="dataset/rsicd"))
     summary = summarize(load_records(results)[0])
-    assert summary.height == 3
+    assert summary.height == 4
     assert row_of(summary, "full [dataset/synthetic-rs@fp-aaaa]")["seeds"] == 2
     other = row_of(summary, "full [dataset/synthetic-rs@fp-bbbbb]")
     assert (other["seeds"], other["test/i2t_R@1_mean"]) == (1, 41.0)
-    text, warnings = compare(results)
-    assert "quick/full" in warnings[0] and "2 separate rows" in warnings[0]
+    assert row_of(summary, "lora [dataset/rsicd]")["test/i2t_R@1_mean"] == 61.0
+    result = compare(results)
+    assert any("quick/full" in w and "2 separate rows" in w for w in result.warnings)
+    assert any("quick/lora" in w for w in result.warnings)
 
 
 def test_failed_seed_without_provenance_joins_its_run(results):
@@ -168,36 +198,63 @@ def test_failed_seed_without_provenance_joins_its_run(results):
     assert (row_of(summary, "full")["seeds"], row_of(summary, "full")["failed"]) == (2, 1)
 
 
-def test_formats(results):
-    summary = summarize(load_records(results)[0])
-    markdown = render(summary, "markdown")
-    assert "### quick" in markdown
-    header, rule = markdown.splitlines()[2:4]
-    assert header.startswith("| run ") and "I2T R@1 |" in header and rule.startswith("|---")
-    latex = render(summary, "latex")
-    assert r"\toprule" in latex and r"$\pm$" in latex and "±" not in latex
-    assert r"12.00 $\pm$ 1.41" in latex
-    table = render(summary, "table")
-    assert "I2T R@10" in table and "T2I R@1" in table and "test mR" in table
-
-    back = pl.read_csv(io.StringIO(render(summary, "csv")))
+def test_csv_keeps_numbers_apart(results, tmp_path):
+    text = compare(results, fmt="csv").text
+    back = pl.read_csv(io.StringIO(text))
     assert back["run"].to_list() == ["lora", "full"]
-    for col in ["seeds", "failed", "trainable_params", "test/i2t_R@1_mean", "test/i2t_R@1_std",
-                "val/mR_mean", "test/mR_std"]:
-        assert back[col].to_list() == pytest.approx(summary[col].to_list())
+    assert back["published"].to_list() == [False, False]
+    full = back.row(1, named=True)
+    assert (full["seeds"], full["failed"], full["trainable_params"]) == (2, 0, 1_050_000)
+    assert full["test/i2t_R@1_mean"] == pytest.approx(12.0)
+    assert full["test/i2t_R@1_std"] == pytest.approx(statistics.stdev([11.0, 13.0]))
+    assert full["val/mR_mean"] == pytest.approx(13.5)  # every averaged value, not only shown ones
     assert not any("±" in c for c in back.columns)
+    out = tmp_path / "out" / "table.csv"
+    result = compare(results, fmt="csv", output=out)
+    assert result.files == [out] and pl.read_csv(out).equals(back)
 
-    with pytest.raises(RdbenchError, match="table, markdown, latex, csv"):
-        render(summary, "html")
-    with pytest.raises(RdbenchError, match="csv"):
+
+def test_parquet_needs_output_and_round_trips(results, tmp_path):
+    with pytest.raises(RdbenchError, match="parquet: needs --output"):
+        compare(results, fmt="parquet")
+    out = tmp_path / "t.parquet"
+    result = compare(results, fmt="parquet", output=out, baseline="full")
+    assert result.text == f"wrote {out}\n"
+    back = pl.read_parquet(out)
+    assert back["run"].to_list() == ["lora", "full"]
+    assert back["test/mR_delta"].to_list()[0] == pytest.approx(9.5)
+    assert back["test/mR_mean"].to_list() == pytest.approx([24.0, 14.5])
+
+
+def test_unknown_format_and_column(results):
+    with pytest.raises(RdbenchError, match="table, markdown, latex, csv, parquet"):
         compare(results, fmt="xlsx")
+    with pytest.raises(RdbenchError, match=r"--columns: unknown column 'nope' \(available: .*val/mR"):
+        compare(results, columns=["nope"])
+    with pytest.raises(RdbenchError, match="--baseline: no run 'nope'"):
+        compare(results, baseline="nope")
+
+
+def test_columns_pick_costs_validation_and_losses(tmp_path):
+    for seed in (0, 1):
+        write(tmp_path, make_record("s", "a", 1, seed, base=10.0, losses={"infonce": 0.5 + seed, "dtcl": 0.25}))
+    text = compare(tmp_path, columns=["mR", "val/mR", "train_time_s", "peak_mem_bytes",
+                                      "total_params", "train/loss/infonce"]).text
+    header = text.splitlines()[2]
+    for name in ("mR", "val mR", "train time (s)", "peak mem (GiB)", "total params", "loss/infonce"):
+        assert name in header
+    assert "I2T R@1" not in header and "trainable" not in header
+    line = line_of(text, "a")
+    # test mR 13.5 (11..16), val mR 12.5 (10..15), time 1.5/2.5 s, memory 1/2 GiB, loss 0.5/1.5
+    cells = ["13.50 ± 0.00", "12.50 ± 0.00", "2.0 ± 0.7", "1.50 ± 0.71", "151.28M", "1.0000 ± 0.7071"]
+    assert [c.strip() for c in line.split("  ") if c.strip()][3:] == cells
 
 
 def test_suite_filter(results):
     write(results, make_record("other", "zero", 1, 0, base=1.0))
-    text, _ = compare(results)
+    text = compare(results).text
     assert "other" in text and "quick" in text
-    text, _ = compare(results, suite="other")
+    text = compare(results, suite="other").text
     assert text.startswith("other\n") and "quick" not in text and "lora" not in text
     df, _ = load_records(results, suite="quick")
     assert set(df["suite"]) == {"quick"}

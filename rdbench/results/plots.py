@@ -1,0 +1,144 @@
+"""Figures of a suite table (``rdbench compare --plot DIR``): PNG files via matplotlib's Agg canvas.
+
+Three figures answer the three questions a PEFT paper is asked: is the method worth its
+parameters (mR against trainable parameters, with the Pareto front), what does each component
+contribute (ablation deltas with the seed spread as error bars) and where in the ranking do
+the gains appear (recall@K curves). Figures are built with :class:`matplotlib.figure.Figure` and
+an explicit Agg canvas, never pyplot, so that plotting neither needs a display nor changes any
+global matplotlib state of the calling program. Only rdbench's own rows are plotted: published
+rows have no seed spread and their parameter counts are rounded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from rdbench.errors import RdbenchError
+
+KS = (1, 5, 10)
+
+
+def _measured(table, key: str = "test/mR") -> list:
+    return [r for r in table.rows if r.seeds and r.data.get(f"{key}_mean") is not None]
+
+
+def _figure(width: float = 6.4, height: float = 4.4) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both fewer parameters and higher mR, by parameters."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def pareto_figure(table) -> Figure | None:
+    """mR against trainable parameters on a log axis; zero-parameter runs sit at a floor value."""
+    rows = [r for r in _measured(table) if r.trainable_params is not None]
+    if not rows:
+        return None
+    positive = [r.trainable_params for r in rows if r.trainable_params > 0]
+    # One decade below the smallest real count keeps "0" visibly apart from every real method.
+    floor = 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1.0
+    fig = _figure()
+    ax = fig.add_subplot()
+    points = []
+    for r in rows:
+        x, y = (r.trainable_params or floor), r.data["test/mR_mean"]
+        ax.errorbar([x], [y], yerr=[r.data["test/mR_std"] or 0.0], fmt="o", capsize=3, label=r.label)
+        if r.trainable_params == 0:
+            ax.annotate(f"{r.label} (0 trainable)", (x, y), textcoords="offset points",
+                        xytext=(6, 6), fontsize=8)
+        points.append((x, y))
+    front = pareto_front(points)
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", linestyle="--",
+            color="grey", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_title(f"{table.suite}: test mR against trainable parameters")
+    zero = any(r.trainable_params == 0 for r in rows)
+    ax.set_xlabel("trainable parameters (count, log scale"
+                  + (f"; 0 drawn at {floor:g}" if zero else "") + ")")
+    ax.set_ylabel("test mR (%)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def ablation_figure(table, baseline: str | None = None, key: str = "test/mR") -> Figure | None:
+    """Horizontal bars of each run's difference to the baseline, error bars = std over seeds."""
+    rows = _measured(table, key)
+    name = baseline or table.baseline
+    base = next((r for r in rows if name in (r.label, r.data["base_run"])), None) if name else None
+    base = base or (rows[0] if rows else None)
+    others = [r for r in rows if r is not base]
+    if base is None or not others:
+        return None
+    base_mean = base.data[f"{key}_mean"]
+    deltas = [r.data[f"{key}_mean"] - base_mean for r in others]
+    errors = [r.data[f"{key}_std"] or 0.0 for r in others]
+    fig = _figure(6.4, 1.2 + 0.45 * len(others))
+    ax = fig.add_subplot()
+    colors = ["tab:green" if d >= 0 else "tab:red" for d in deltas]
+    ax.barh([r.label for r in others], deltas, xerr=errors, color=colors, capsize=3,
+            label=f"run − {base.label} (error bar: std over seeds)")
+    ax.axvline(0.0, color="black", linewidth=0.8, label=f"{base.label} = {base_mean:.2f}")
+    ax.invert_yaxis()  # suite order top to bottom, as in the tables
+    metric = key.removeprefix("test/")
+    ax.set_title(f"{table.suite}: ablation, test {metric} relative to {base.label}")
+    ax.set_xlabel(f"Δ test {metric} (percentage points)")
+    ax.set_ylabel("run")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def recall_figure(table) -> Figure | None:
+    """Recall@K for K = 1, 5, 10, one line per run, image->text and text->image panels."""
+    rows = [r for r in table.rows if r.seeds]
+    if not rows:
+        return None
+    fig = _figure(10, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (direction, title) in zip(axes, (("i2t", "image → text (I2T)"),
+                                             ("t2i", "text → image (T2I)"))):
+        for r in rows:
+            means = [r.data.get(f"test/{direction}_R@{k}_mean") for k in KS]
+            if None in means:
+                continue
+            stds = [r.data.get(f"test/{direction}_R@{k}_std") or 0.0 for k in KS]
+            ax.errorbar(KS, means, yerr=stds, marker="o", capsize=3, label=r.label)
+        ax.set_title(title)
+        ax.set_xlabel("K (top-K retrieved)")
+        ax.set_xticks(KS)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("recall@K (%)")
+    fig.suptitle(f"{table.suite}: test recall@K")
+    return fig
+
+
+def plot_suite(table, out_dir) -> list[Path]:
+    """Write the suite's figures as PNG files into ``out_dir``; returns the paths written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RdbenchError(f"{out}: cannot create plot folder ({exc.strerror or exc})") from None
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", table.suite)
+    written = []
+    for name, fig in (("pareto", pareto_figure(table)), ("ablation", ablation_figure(table)),
+                      ("recall", recall_figure(table))):
+        if fig is None:
+            continue
+        path = out / f"{stem}-{name}.png"
+        fig.savefig(path, dpi=150)
+        written.append(path)
+    return written
