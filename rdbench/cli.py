@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="rerun runs that already have a successful record")
     p.add_argument("--results", default="results", help="results folder (default: results)")
 
+    p = sub.add_parser("tune", help="hyper-parameter search over a suite's `search:` space with Optuna")
+    p.add_argument("suite", help="suite YAML file with a `search:` section")
+    p.add_argument("--run", required=True, help="the run whose hyper-parameters are searched")
+    p.add_argument("--trials", type=int, required=True, help="trials in the study in total, across all workers")
+    p.add_argument("--study", help="study name (default: <suite>-<run>)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite file results/<suite>/optuna.db; journal:///path for a journal file)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--results", default="results")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     p = sub.add_parser("validate", help="resolve every run of a suite and check every argument, building nothing")
     suite_args(p)
     p.add_argument("--show", action="store_true", help="print each run's resolved config")
@@ -106,13 +116,37 @@ def _check_writable(folder: Path) -> None:
         raise RdbenchError(f"{folder}: results folder is not writable ({exc.strerror})") from None
 
 
+def cmd_tune(args) -> int:
+    from rdbench.suite import parse_set
+    from rdbench.tune import tune
+
+    _check_writable(Path(args.results))
+    result = tune(args.suite, args.run, args.trials, study_name=args.study, storage=args.storage,
+                  timeout=args.timeout, results=args.results, overrides=parse_set(args.overrides))
+    states = {}
+    for t in result.study.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    print(f"study {result.study.study_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f" ({result.ran} run here)")
+    if result.best_params is None:
+        raise RdbenchError("no trial completed; see the trials' record.json files")
+    print("best: " + ", ".join(f"{k}={v}" for k, v in result.best_params.items()) + f" (val mR {result.study.best_value:.2f})")
+    print(f"snippet: {result.snippet_path}")
+    print(result.snippet_path.read_text().rstrip())
+    return 0
+
+
 def cmd_validate(args) -> int:
     import yaml
 
-    from rdbench.suite import parse_set
+    from rdbench.suite import load_suite, parse_set
     from rdbench.training.runner import plan_suite
 
     runs = plan_suite(args.suite, only=args.only, seeds=args.seeds, overrides=parse_set(args.overrides))
+    suite = load_suite(args.suite)
+    if suite.search is not None:
+        from rdbench.tune import check_space
+
+        check_space(suite)
     for run in runs:
         keys = ", ".join(f"{slot}={r.key or r.record()['class_path']}" for slot, r in run.components.items())
         print(f"ok  {run.plan.suite}/{run.plan.label}: {keys}")
@@ -172,7 +206,7 @@ def cmd_data(args) -> int:
     return run_data_command(args)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "data": cmd_data}
+COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

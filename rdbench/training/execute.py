@@ -41,7 +41,7 @@ def unresolved_record(plan: RunPlan, error: str) -> dict[str, Any]:
     }
 
 
-def execute(run: ResolvedRun, folder: Path, fresh: bool = False) -> dict[str, Any]:
+def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks: list | tuple = ()) -> dict[str, Any]:
     """Train and evaluate one run at one seed; always returns (and writes) a record.
 
     A ``checkpoints/last.ckpt`` left by an interrupted attempt with the same resolved config is
@@ -72,17 +72,19 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False) -> dict[str, An
     }
     state: dict[str, Any] = {}
     try:
+        state["callbacks"] = list(extra_callbacks)
         _train_and_evaluate(run, folder, record, resume, state)
         record["status"] = "success"
         (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # any failure of one run is recorded; the suite goes on
-        record["status"] = "failed"
+        # An exception may name its own status (an Optuna pruning is "pruned", not "failed").
+        record["status"] = getattr(exc, "rdbench_status", "failed")
         record["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
         if "trainer" in state:
             record["failed_at_step"] = int(state["trainer"].global_step)
-        if not isinstance(exc, RdbenchError):
+        if not isinstance(exc, RdbenchError) and record["status"] == "failed":
             (folder / "error.log").write_text(traceback.format_exc())
     record["finished_at"] = rec.now()
     rec.write_json(folder / rec.RECORD_FILE, record)
@@ -136,7 +138,12 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any], 
     if not isinstance(loss, CompositeLoss):
         name = c["loss"].key.split("/", 1)[1] if c["loss"].key else c["loss"].cls.__name__
         loss = CompositeLoss({name: loss})
-    module = RetrievalModule(model, adapter, loss, c["optimizer"].build(), backbone.mean, backbone.std, len(data.classes))
+    module = RetrievalModule(model, adapter, loss, c["optimizer"].build(), backbone.mean, backbone.std, len(data.classes),
+                             feature_cache=run.data.feature_cache)
+    if module.features is not None:  # the adapter allows it: towers once per split, heads per step
+        from rdbench.training.feature_cache import FeatureCacheData
+
+        data = FeatureCacheData(data)
 
     adapter_params = sum(p.numel() for _, p in adapter.trainable_parameters(model))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -145,12 +152,15 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any], 
         "adapter_params": adapter_params,
         "total_params": sum(p.numel() for p in module.parameters()),
     }
+    if module.features is not None:
+        record["cost"]["feature_cache"] = True
     checkpoint = ModelCheckpoint(
         dirpath=folder / "checkpoints", filename="best", monitor=run.selection.monitor, mode=run.selection.mode,
         save_top_k=1, save_weights_only=True,
     )
     trainer = L.Trainer(
-        **run.trainer, callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", CHECKPOINT_EVERY)],
+        **run.trainer,
+        callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", CHECKPOINT_EVERY), *state.get("callbacks", [])],
         logger=CSVLogger(folder, name="logs", version=""), default_root_dir=folder,
     )
     state["trainer"] = trainer

@@ -8,6 +8,10 @@ methods lives in the components' contract methods.
 Evaluation embeds every distinct image once and every caption once (the evaluation loader
 yields image batches, then caption batches), then computes the metrics of
 :func:`rdbench.evaluation.retrieval_metrics` on the whole split.
+
+With ``feature_cache=True`` and an adapter that declares ``frozen_towers``, the towers run once
+per split and only the adapter's heads run per step (:mod:`rdbench.training.feature_cache`);
+the module branches on that declared capability, never on which adapter it holds.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class RetrievalModule(L.LightningModule):
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         num_classes: int = 0,
+        feature_cache: bool = False,
     ):
         super().__init__()
         self.model, self.adapter, self.loss, self.optimizer_factory = model, adapter, loss, optimizer
@@ -55,6 +60,11 @@ class RetrievalModule(L.LightningModule):
         self._eval: dict[str, list] = {}
         self.last_eval: dict[str, dict[str, float]] = {}
         self.last_ranks: dict[str, dict[str, torch.Tensor]] = {}
+        self.features = None  # the frozen-feature cache, when asked for and the adapter allows it
+        if feature_cache and adapter.frozen_towers:
+            from rdbench.training.feature_cache import FeatureCache
+
+            self.features = FeatureCache()
 
     # -- the two towers -------------------------------------------------------------------------
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -70,10 +80,25 @@ class RetrievalModule(L.LightningModule):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_images(images), self.embed_texts(tokens)
 
+    def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Cached pre-projection image features -> normalised embeddings (the adapter's head)."""
+        return F.normalize(self.adapter.head_image(self.model, features), dim=-1)
+
+    def embed_text_features(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter.head_text(self.model, features), dim=-1)
+
+    def _cache_features(self, split: str) -> None:
+        if self.features is not None:
+            self.features.ensure(self, split)
+
     # -- training -------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss of a training batch, and every term and weight by name."""
-        image_emb, text_emb = self(batch["images"], batch["tokens"])
+        if self.features is None:
+            image_emb, text_emb = self(batch["images"], batch["tokens"])
+        else:  # frozen towers: their cached outputs, only the heads run
+            image_feat, text_feat = self.features.pairs("train", batch)
+            image_emb, text_emb = self.embed_image_features(image_feat), self.embed_text_features(text_feat)
         step = StepOutputs(
             image_emb=image_emb,
             text_emb=text_emb,
@@ -89,10 +114,13 @@ class RetrievalModule(L.LightningModule):
         total, logs = self.compute_loss(batch)
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss is {total.item()} at step {self.global_step}")
-        size = len(batch["tokens"])
+        size = len(batch["image_ids"])  # one per caption, in both the plain and the cached path
         self.log("train/loss", total, prog_bar=True, batch_size=size)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=size)
         return total
+
+    def on_fit_start(self) -> None:
+        self._cache_features("train")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.loss.after_optimizer_step(self)
@@ -105,8 +133,12 @@ class RetrievalModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, Any]) -> None:
-        if "images" in batch:
+    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
+        if self.features is not None:
+            kind, index, feats = self.features.items(split, batch)
+            embed = self.embed_image_features if kind == "images" else self.embed_text_features
+            self._eval.setdefault(kind, []).append((index, embed(feats)))
+        elif "images" in batch:
             self._eval.setdefault("images", []).append((batch["index"], self.embed_images(batch["images"])))
         else:
             self._eval.setdefault("texts", []).append((batch["index"], self.embed_texts(batch["tokens"])))
@@ -122,14 +154,20 @@ class RetrievalModule(L.LightningModule):
         self.log_dict({f"{split}/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
         self.log(f"{split}/mR", metrics["mR"], prog_bar=True)
 
+    def on_validation_epoch_start(self) -> None:
+        self._cache_features("val")
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._cache_features("test")
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")

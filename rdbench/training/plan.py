@@ -15,7 +15,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from rdbench.errors import ConfigError, PluginImportError, RdbenchError
 from rdbench.resolve import Resolved, resolve
-from rdbench.suite import COMPONENT_SLOTS, RunPlan
+from rdbench.suite import COMPONENT_SLOTS, RunPlan, merge
 
 #: Slots a suite may leave out, and what they default to.
 DEFAULT_SLOTS = {"adapter": "adapter/none", "loss": "loss/infonce", "optimizer": "optimizer/adamw"}
@@ -41,6 +41,9 @@ class DataOptions:
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 128
     num_workers: NonNegativeInt = 0
+    #: Frozen-tower adapters (adapter/none, linear-probe, clip-adapter) run the towers once per
+    #: split and train only their heads (rdbench.training.feature_cache); off: results unchanged.
+    feature_cache: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size"):
@@ -96,6 +99,9 @@ def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
     components: dict[str, Resolved] = {}
     for slot, kind in COMPONENT_SLOTS.items():
         spec = config.get(slot, DEFAULT_SLOTS.get(slot))
+        if isinstance(spec, dict) and not ({"name", "class_path"} & set(spec)) and slot in DEFAULT_SLOTS:
+            # arguments set (e.g. by --set optimizer.lr=...) on a slot the suite left at its default
+            spec = merge(DEFAULT_SLOTS[slot], spec)
         if spec is None:
             if slot in REQUIRED_SLOTS:
                 raise ConfigError(f"{where}: run {plan.run!r} has no `{slot}` (set it in defaults or in the run)")
