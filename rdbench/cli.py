@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite_args(p)
     p.add_argument("--overwrite", action="store_true", help="rerun runs that already have a successful record")
     p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--jobs", type=int, default=1, help="run independent runs in N processes (each its share of CPU threads, or its own GPU)")
 
     p = sub.add_parser("tune", help="hyper-parameter search over a suite's `search:` space with Optuna")
     p.add_argument("suite", help="suite YAML file with a `search:` section")
@@ -91,12 +92,47 @@ def cmd_run(args) -> int:
 
     results = Path(args.results)
     _check_writable(results)
+    if args.jobs < 1:
+        raise RdbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    workers = start_workers(args) if args.jobs > 1 else []
     outcome = run_suite(args.suite, results=results, only=args.only, seeds=args.seeds,
                         overrides=parse_set(args.overrides), overwrite=args.overwrite)
-    print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed; records in {results}/")
-    if outcome.failed:
+    failed_workers = sum(w.wait() != 0 for w in workers)
+    print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed; records in {results}/"
+          + (f" ({len(workers)} more worker process(es), {failed_workers} reporting failures)" if workers else ""))
+    if outcome.failed or failed_workers:
         raise RunFailed(f"{outcome.failed} run(s) failed; their record.json says why")
     return 0
+
+
+def start_workers(args) -> list:
+    """``--jobs N``: N - 1 more ``rdbench run`` processes on the same suite and results folder.
+
+    They share the runs through the per-run locks (the same mechanism that lets two users start
+    one suite), so the records are exactly those of a serial run. Each process gets its share
+    of the CPU threads, or its own GPU when there are several.
+    """
+    import subprocess
+
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    torch.set_num_threads(threads)
+    gpus = torch.cuda.device_count()
+    argv = list(args.argv)
+    if "--jobs" in argv:
+        i = argv.index("--jobs")
+        del argv[i : i + 2]
+    argv = [a for a in argv if not a.startswith("--jobs=")]
+    workers = []
+    for j in range(1, args.jobs):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "RDBENCH_THREADS": str(threads)}
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(j % gpus)
+        workers.append(subprocess.Popen([sys.executable, "-m", "rdbench", *argv], env=env))
+    if gpus > 1:
+        torch.cuda.set_device(0)
+    return workers
 
 
 def _check_writable(folder: Path) -> None:
@@ -212,6 +248,11 @@ COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "list": 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    if os.environ.get("RDBENCH_THREADS"):  # a --jobs worker's share of the CPU
+        import torch
+
+        torch.set_num_threads(int(os.environ["RDBENCH_THREADS"]))
     try:
         return COMMANDS[args.command](args)
     except RdbenchError as exc:
