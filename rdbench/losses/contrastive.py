@@ -9,6 +9,25 @@ from rdbench.losses.base import LossTerm, StepOutputs
 from rdbench.registry import register
 
 
+def gather_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Concatenate each tensor over the DDP ranks, keeping gradients for the local part."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    from torch.distributed.nn.functional import all_gather
+
+    return tuple(torch.cat(all_gather(t) if t.is_floating_point() else _gather_plain(t)) for t in tensors)
+
+
+def _gather_plain(t: torch.Tensor) -> list[torch.Tensor]:
+    import torch.distributed as dist
+
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return out
+
+
 def positive_mask(image_ids: torch.Tensor) -> torch.Tensor:
     """(B, B) bool: entry (i, j) is true when sample i's image is sample j's image."""
     return image_ids[:, None] == image_ids[None, :]
@@ -22,15 +41,20 @@ class InfoNCELoss(LossTerm):
     backbone's own temperature (frozen under PEFT, trained under full fine-tuning). A caption
     batch often holds several captions of one image: they are all positives, with the target
     distribution spread evenly over them, so that a duplicate is never pushed away as a negative.
+    ``gather`` (DDP) takes the negatives from every rank's batch (gradients flow back through
+    the gather, as in open_clip's ``gather_with_grad``); off, each rank uses its own batch.
     """
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, gather: bool = False):
         super().__init__()
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.gather = label_smoothing, gather
 
     def forward(self, step: StepOutputs) -> torch.Tensor:
-        logits = step.logit_scale * step.image_emb @ step.text_emb.t()
-        targets = positive_mask(step.image_ids).float()
+        image_emb, text_emb, image_ids = step.image_emb, step.text_emb, step.image_ids
+        if self.gather:
+            image_emb, text_emb, image_ids = gather_batch(image_emb, text_emb, image_ids)
+        logits = step.logit_scale * image_emb @ text_emb.t()
+        targets = positive_mask(image_ids).float()
         targets = targets / targets.sum(dim=1, keepdim=True)
         if self.label_smoothing:
             n = targets.shape[1]

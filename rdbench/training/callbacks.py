@@ -20,9 +20,10 @@ class ResumableCheckpoint(L.Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; only rank zero writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:

@@ -31,6 +31,15 @@ from rdbench.training.plan import ResolvedRun
 CHECKPOINT_EVERY = 50
 
 
+def is_rank_zero() -> bool:
+    """False in the extra processes of a DDP run (Lightning's launcher, torchrun, SLURM): they
+    run the same suite loop in lockstep but leave files and messages to rank zero."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 def unresolved_record(plan: RunPlan, error: str) -> dict[str, Any]:
     """The record of a run that could not even be resolved (a plugin that fails to import)."""
     return {
@@ -50,10 +59,12 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
     folder.mkdir(parents=True, exist_ok=True)
     config = run.config()
     resume = _resumable(folder, config) if not fresh else None
-    if resume is None:
+    writer = is_rank_zero()
+    if resume is None and writer:
         for stale in (folder / "checkpoints").glob("*.ckpt"):
             stale.unlink()
-    rec.write_yaml(folder / rec.CONFIG_FILE, config)
+    if writer:
+        rec.write_yaml(folder / rec.CONFIG_FILE, config)
     record: dict[str, Any] = {
         "schema_version": rec.SCHEMA_VERSION,
         "suite": run.plan.suite,
@@ -75,7 +86,8 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
         state["callbacks"] = list(extra_callbacks)
         _train_and_evaluate(run, folder, record, resume, state)
         record["status"] = "success"
-        (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
+        if writer:
+            (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # any failure of one run is recorded; the suite goes on
@@ -84,10 +96,11 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
         record["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
         if "trainer" in state:
             record["failed_at_step"] = int(state["trainer"].global_step)
-        if not isinstance(exc, RdbenchError) and record["status"] == "failed":
+        if not isinstance(exc, RdbenchError) and record["status"] == "failed" and writer:
             (folder / "error.log").write_text(traceback.format_exc())
     record["finished_at"] = rec.now()
-    rec.write_json(folder / rec.RECORD_FILE, record)
+    if writer:
+        rec.write_json(folder / rec.RECORD_FILE, record)
     return record
 
 
@@ -193,7 +206,8 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any], 
         record["eval"][split] = {k: metrics[k] for k in ("n_images", "n_captions", "ties_i2t", "ties_t2i")}
     # Per-query test ranks, for paired significance tests across methods (same test queries).
     ranks = module.last_ranks["test"]
-    rec.write_json(folder / rec.RANKS_FILE, {"split": "test", "i2t": ranks["i2t"].tolist(), "t2i": ranks["t2i"].tolist()})
+    if is_rank_zero():
+        rec.write_json(folder / rec.RANKS_FILE, {"split": "test", "i2t": ranks["i2t"].tolist(), "t2i": ranks["t2i"].tolist()})
     record["cost"]["peak_mem_bytes"], record["cost"]["peak_mem_kind"] = _peak_memory()
 
 

@@ -144,8 +144,8 @@ class RetrievalModule(L.LightningModule):
             self._eval.setdefault("texts", []).append((batch["index"], self.embed_texts(batch["tokens"])))
 
     def _eval_end(self, split: str) -> None:
-        images = _ordered(self._eval.pop("images", []))
-        texts = _ordered(self._eval.pop("texts", []))
+        images = _ordered(_gathered(self._eval.pop("images", [])))
+        texts = _ordered(_gathered(self._eval.pop("texts", [])))
         owner = self.trainer.datamodule.split(split).caption_image.to(images.device)
         ranks: dict[str, torch.Tensor] = {}
         metrics = retrieval_metrics(images, texts, owner, ranks=ranks)
@@ -183,6 +183,20 @@ class RetrievalModule(L.LightningModule):
         checkpoint = {"state_dict": self.state_dict()}
         self.on_save_checkpoint(checkpoint)
         return checkpoint["state_dict"]
+
+
+def _gathered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every rank's (index, embedding) chunks, on every rank (DDP evaluation encodes a shard per
+    rank); the metric is then computed on the whole split, identically everywhere."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return chunks
+    local = [(i.cpu(), e.detach().cpu()) for i, e in chunks]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, local)
+    device = chunks[0][1].device if chunks else torch.device("cpu")
+    return [(i.to(device), e.to(device)) for part in everyone for i, e in part]
 
 
 def _ordered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -30,8 +30,10 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "log_every_n_steps": 10,
     "enable_model_summary": False,
 }
+#: Always set: rdbench shards training and evaluation itself under DDP (see loaders.py).
+TRAINER_FIXED = {"use_distributed_sampler": False}
 #: Trainer arguments rdbench owns: a suite cannot set them (they would break records).
-TRAINER_RESERVED = ("callbacks", "logger", "default_root_dir", "enable_checkpointing")
+TRAINER_RESERVED = ("callbacks", "logger", "default_root_dir", "enable_checkpointing", "use_distributed_sampler")
 
 
 @dataclass
@@ -162,4 +164,4 @@ def check_trainer(values: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"trainer: {key} must be an integer, got {value!r}")
         if key.startswith("limit_") and not isinstance(value, (int, float)):
             raise ConfigError(f"trainer: {key} must be a number, got {value!r}")
-    return {**TRAINER_DEFAULTS, **values}
+    return {**TRAINER_DEFAULTS, **values, **TRAINER_FIXED}

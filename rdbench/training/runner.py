@@ -22,7 +22,7 @@ from rdbench.errors import PluginImportError
 from rdbench.results import record as rec
 from rdbench.results.lock import RunLock
 from rdbench.suite import RunPlan, expand, load_suite
-from rdbench.training.execute import execute, unresolved_record
+from rdbench.training.execute import execute, is_rank_zero, unresolved_record
 from rdbench.training.plan import ResolvedRun, resolve_plan
 
 
@@ -55,6 +55,9 @@ def run_suite(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
 ) -> SuiteOutcome:
+    leader = is_rank_zero()
+    if not leader:  # a DDP rank > 0: follow rank zero's loop silently, holding no locks
+        echo = lambda _line: None  # noqa: E731
     suite = load_suite(path)
     runs: list[ResolvedRun | tuple[RunPlan, PluginImportError]] = []
     for plan in expand(suite, only=only, seeds=seeds, overrides=overrides):
@@ -68,7 +71,8 @@ def run_suite(
         if isinstance(run, tuple):
             plan, exc = run
             folder = Path(results).resolve() / plan.suite / plan.run / f"seed{plan.seed}"
-            rec.write_json(folder / rec.RECORD_FILE, unresolved_record(plan, str(exc)))
+            if leader:
+                rec.write_json(folder / rec.RECORD_FILE, unresolved_record(plan, str(exc)))
             echo(f"[{i}/{len(runs)}] {plan.suite}/{plan.label}: FAILED: {exc}")
             outcome.failed += 1
             continue
@@ -78,7 +82,7 @@ def run_suite(
             echo(f"{label}: done already (skipped; --overwrite reruns it)")
             outcome.skipped += 1
             continue
-        lock = RunLock(folder)
+        lock = RunLock(folder) if leader else _NoLock()
         if not lock.acquire():
             holder = lock.holder() or {}
             echo(f"{label}: running in another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}); skipped")
@@ -110,6 +114,19 @@ def run_suite(
             outcome.failed += 1
             echo(f"    FAILED: {record['error']}")
     return outcome
+
+
+class _NoLock:
+    """What DDP ranks above zero hold: rank zero's lock covers the whole process group."""
+
+    took_over_stale = False
+    previous = None
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
 
 def _done(folder: Path) -> bool:
