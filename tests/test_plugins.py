@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -51,7 +52,9 @@ def write_package(root: Path, name: str, entry: str, module: str) -> Path:
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plugins")
     good = tmp / "good"
-    pip_install(EXAMPLE, good)
+    source = tmp / "example-src"  # a copy: pip's in-tree build would leave build/ in the checkout
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    pip_install(source, good)
     broken_src = write_package(tmp / "src", "broken-plugin", 'broken = "broken_plugin:BrokenAdapter"',
                                "import missing_dependency_xyz\n")
     broken = tmp / "broken"

@@ -1,1 +1,0 @@
-"""An example rdbench plugin (see docs/plugins.md in rdbench)."""
