@@ -11,12 +11,22 @@ Contract (what an ``adapter/*`` component receives and must provide):
   unnormalised embeddings. The defaults call the backbone's own ``encode_image``/``encode_text``
   (with the adapter's hooks active); prompt methods and output-side adapters override them.
 
+Optional capability, for methods that act only after the frozen towers (zero-shot, linear
+probe, CLIP-Adapter): ``frozen_towers = True`` declares that the towers up to their pooled,
+pre-projection outputs neither change during training nor depend on the adapter, so those
+outputs can be computed once per split and cached (:mod:`rdbench.training.feature_cache`).
+Such an adapter maps cached features to embeddings with ``head_image(model, features)`` /
+``head_text(model, features)``, which must equal ``encode_image`` / ``encode_text`` composed
+with :func:`image_features` / :func:`text_features`. The default heads apply the backbone's
+own projections, which is exactly what the default encoders do after the towers.
+
 The adapter is an ``nn.Module`` so that its parameters sit beside, not inside, the backbone:
 a PEFT checkpoint is then the adapter's state plus whatever backbone tensors it declared.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterator
 
 import torch
@@ -31,6 +41,10 @@ class Adapter(nn.Module):
     #: Whether attaching the adapter leaves the embeddings unchanged (a zero-initialised
     #: residual); prompt methods that insert tokens are not, and say so.
     identity_at_init: bool = True
+
+    #: Whether the adapter leaves both towers frozen and hook-free up to their pre-projection
+    #: outputs, so that those can be cached (see the module docstring); off unless declared.
+    frozen_towers: bool = False
 
     def attach(self, model: nn.Module) -> None:
         """Insert the adapter into ``model`` (hooks or module swaps). Default: nothing."""
@@ -50,8 +64,60 @@ class Adapter(nn.Module):
         self.before_encode_text(tokens)
         return model.encode_text(tokens)
 
+    def head_image(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        """Pre-projection image features -> unnormalised embeddings (``frozen_towers`` only)."""
+        return project_image(model, features)
+
+    def head_text(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        """Pre-projection caption features -> unnormalised embeddings (``frozen_towers`` only)."""
+        return project_text(model, features)
+
 
 REGISTRY.define_kind("adapter", Adapter)
+
+
+@contextlib.contextmanager
+def _no_projections(model: nn.Module):
+    """Both towers without their final projections, for the duration of the block.
+
+    open_clip applies ``visual.proj`` and ``text_projection`` as the very last step of each
+    tower and skips them when they are ``None``; removing them for a moment yields the pooled
+    pre-projection outputs with open_clip's own tower code (pooling, final norm) in charge.
+    """
+    saved = model.visual.proj, model.text_projection
+    model.visual.proj, model.text_projection = None, None
+    try:
+        yield
+    finally:
+        model.visual.proj, model.text_projection = saved
+
+
+def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The image tower's pooled output before its projection (normalised float images in)."""
+    with _no_projections(model):
+        return model.encode_image(images)
+
+
+def text_features(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower's pooled output before its projection."""
+    with _no_projections(model):
+        return model.encode_text(tokens)
+
+
+def _project(projection, features: torch.Tensor) -> torch.Tensor:
+    if projection is None:
+        return features
+    if isinstance(projection, nn.Module):  # some open_clip configs use Linear projections
+        return projection(features)
+    return features @ projection  # the very operation open_clip's towers end with
+
+
+def project_image(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    return _project(model.visual.proj, features)
+
+
+def project_text(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    return _project(model.text_projection, features)
 
 
 def tower_blocks(model: nn.Module) -> dict[str, list[nn.Module]]:
@@ -85,15 +151,7 @@ def hook_block_mlp(block: nn.Module, branch: Callable[[torch.Tensor], torch.Tens
     (LayerScale, attention variants, gradient checkpointing), whatever its version.
     """
     if position == "parallel":
-        stash: dict[str, torch.Tensor] = {}
-
-        def keep_input(_module, inputs):
-            stash["x"] = inputs[0]
-
-        def add_branch(_module, _inputs, output):
-            return output + branch(stash.pop("x"))
-
-        return [block.ln_2.register_forward_pre_hook(keep_input), block.mlp.register_forward_hook(add_branch)]
+        return hook_parallel(block.ln_2, block.mlp, branch)
     if position == "sequential":
 
         def after_block(_module, _inputs, output):
@@ -101,3 +159,17 @@ def hook_block_mlp(block: nn.Module, branch: Callable[[torch.Tensor], torch.Tens
 
         return [block.register_forward_hook(after_block)]
     raise ValueError(f"position must be 'parallel' or 'sequential', got {position!r}")
+
+
+def hook_parallel(reads: nn.Module, adds_to: nn.Module, branch: Callable[[torch.Tensor], torch.Tensor]) -> list:
+    """``branch(input of reads)`` is added to the output of ``adds_to``: a branch parallel to the
+    sub-layer between them (``ln_2`` -> ``mlp`` for the MLP, ``ln_1`` -> ``ls_1`` for attention)."""
+    stash: dict[str, torch.Tensor] = {}
+
+    def keep_input(_module, inputs):
+        stash["x"] = inputs[0]
+
+    def add_branch(_module, _inputs, output):
+        return output + branch(stash.pop("x"))
+
+    return [reads.register_forward_pre_hook(keep_input), adds_to.register_forward_hook(add_branch)]

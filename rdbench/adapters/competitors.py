@@ -13,7 +13,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
+from rdbench.adapters.base import (
+    Adapter, hook_block_mlp, hook_parallel, project_image, project_text, select_layers, tower_blocks, tower_widths,
+)
 from rdbench.adapters.basic import BottleneckBranch
 from rdbench.registry import register
 
@@ -22,6 +24,8 @@ from rdbench.registry import register
 class LinearProbeAdapter(Adapter):
     """Linear probe (as in CLIP, Radford et al., 2021, and PE-RSITR): the two projection layers
     that map each tower's output into the joint space train; everything else is frozen."""
+
+    frozen_towers = True  # only the projections train: the default heads apply them
 
     def trainable_parameters(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
         for name in ("visual.proj", "text_projection"):
@@ -79,6 +83,7 @@ class CLIPAdapter(Adapter):
     """
 
     identity_at_init = False
+    frozen_towers = True  # acts on the towers' outputs only: see head_image / head_text
 
     def __init__(self, ratio: float = 0.2, reduction: int = 2, towers: list[str] = ["vision", "text"]):  # noqa: B006
         super().__init__()
@@ -105,6 +110,12 @@ class CLIPAdapter(Adapter):
 
     def encode_text(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         return self._mix("text", model.encode_text(tokens))
+
+    def head_image(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return self._mix("vision", project_image(model, features))
+
+    def head_text(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return self._mix("text", project_text(model, features))
 
 
 class MRSModule(nn.Module):
@@ -171,49 +182,13 @@ class SharedCoreBranch(nn.Module):
         return self.up(h + self.core(h))
 
 
-@register("adapter/cross-modal-adapter", tags=("baseline",))
-class CrossModalAdapter(Adapter):
-    """Cross-Modal Adapter (Jiang et al., arXiv 2211.09623): bottleneck adapters in both towers
-    whose middle ``r -> r`` weight is shared across modalities at each depth (its "weight
-    sharing" between the video and text adapters), with modality-specific down and
-    up-projections for open_clip's towers of different widths; parallel to the MLP, scale 0.1.
-    ``bottleneck=5`` gives 0.17M on ViT-B/32 (PE-RSITR reports 0.16M).
-    """
+class SharedCoreAdapter(Adapter):
+    """Bottleneck adapters in both towers around an ``r -> r`` layer shared by the towers at each
+    depth and sub-layer (parallel branches, fixed scale); subclasses choose the sub-layers."""
 
-    def __init__(self, bottleneck: int = 5, scale: float = 0.1, layers: list[int] | None = None):
-        super().__init__()
-        self.bottleneck, self.scale, self.layers = bottleneck, scale, layers
-        self.cores = nn.ModuleDict()
-        self.branches = nn.ModuleDict()
-        self._hooks: list = []
+    sublayers: tuple[str, ...] = ("mlp",)
 
-    def attach(self, model: nn.Module) -> None:
-        widths = tower_widths(model)
-        for tower, blocks in tower_blocks(model).items():
-            for index in select_layers(self.layers, len(blocks)):
-                key = str(index)
-                if key not in self.cores:
-                    self.cores[key] = nn.Linear(self.bottleneck, self.bottleneck)
-                branch = SharedCoreBranch(widths[tower], self.bottleneck, self.cores[key])
-                self.branches[f"{tower}_{index}"] = branch
-                self._hooks += hook_block_mlp(blocks[index], _scaled(branch, self.scale), "parallel")
-
-
-def _scaled(branch: nn.Module, scale: float):
-    return lambda x: scale * branch(x)
-
-
-@register("adapter/uniadapter", tags=("baseline",))
-class UniAdapter(Adapter):
-    """UniAdapter (Lu et al., ICLR 2024): unified adapters whose up-projection is shared across
-    modalities ("knowledge sharing"), plus modality-specific parts; inserted at both the
-    attention and the MLP sub-layer (parallel, scale 0.1). On open_clip's towers of different
-    widths the shared part is the bottleneck-space layer before each tower's own
-    up-projection; every depth and sub-layer has its own shared layer. ``bottleneck=8`` gives
-    0.52M on ViT-B/32 (PE-RSITR reports 0.55M).
-    """
-
-    def __init__(self, bottleneck: int = 8, scale: float = 0.1, layers: list[int] | None = None):
+    def __init__(self, bottleneck: int, scale: float = 0.1, layers: list[int] | None = None):
         super().__init__()
         self.bottleneck, self.scale, self.layers = bottleneck, scale, layers
         self.cores = nn.ModuleDict()
@@ -225,26 +200,46 @@ class UniAdapter(Adapter):
         for tower, blocks in tower_blocks(model).items():
             for index in select_layers(self.layers, len(blocks)):
                 block = blocks[index]
-                for sub in ("attn", "mlp"):
+                for sub in self.sublayers:
                     key = f"{index}_{sub}"
                     if key not in self.cores:
                         self.cores[key] = nn.Linear(self.bottleneck, self.bottleneck)
                     branch = SharedCoreBranch(widths[tower], self.bottleneck, self.cores[key])
                     self.branches[f"{tower}_{key}"] = branch
-                    if sub == "mlp":
-                        self._hooks += hook_block_mlp(block, _scaled(branch, self.scale), "parallel")
-                    else:
-                        self._hooks += _hook_parallel_attention(block, _scaled(branch, self.scale))
+                    reads, adds_to = (block.ln_2, block.mlp) if sub == "mlp" else (block.ln_1, block.ls_1)
+                    self._hooks += hook_parallel(reads, adds_to, _scaled(branch, self.scale))
 
 
-def _hook_parallel_attention(block: nn.Module, branch) -> list:
-    """A branch parallel to the attention sub-layer: reads the block's input, adds to ls_1's output."""
-    stash: dict[str, torch.Tensor] = {}
+def _scaled(branch: nn.Module, scale: float):
+    return lambda x: scale * branch(x)
 
-    def keep(_module, inputs):
-        stash["x"] = inputs[0]
 
-    def add(_module, _inputs, output):
-        return output + branch(stash.pop("x"))
+@register("adapter/cross-modal-adapter", tags=("baseline",))
+class CrossModalAdapter(SharedCoreAdapter):
+    """Cross-Modal Adapter (Jiang et al., arXiv 2211.09623): bottleneck adapters in both towers
+    whose middle ``r -> r`` weight is shared across modalities at each depth (its "weight
+    sharing" between the video and text adapters), with modality-specific down and
+    up-projections for open_clip's towers of different widths; parallel to the MLP, scale 0.1.
+    ``bottleneck=5`` gives 0.17M on ViT-B/32 (PE-RSITR reports 0.16M).
+    """
 
-    return [block.ln_1.register_forward_pre_hook(keep), block.ls_1.register_forward_hook(add)]
+    sublayers = ("mlp",)
+
+    def __init__(self, bottleneck: int = 5, scale: float = 0.1, layers: list[int] | None = None):
+        super().__init__(bottleneck, scale, layers)
+
+
+@register("adapter/uniadapter", tags=("baseline",))
+class UniAdapter(SharedCoreAdapter):
+    """UniAdapter (Lu et al., ICLR 2024): unified adapters whose up-projection is shared across
+    modalities ("knowledge sharing"), plus modality-specific parts; inserted at both the
+    attention and the MLP sub-layer (parallel, scale 0.1). On open_clip's towers of different
+    widths the shared part is the bottleneck-space layer before each tower's own
+    up-projection; every depth and sub-layer has its own shared layer. ``bottleneck=8`` gives
+    0.52M on ViT-B/32 (PE-RSITR reports 0.55M).
+    """
+
+    sublayers = ("attn", "mlp")
+
+    def __init__(self, bottleneck: int = 8, scale: float = 0.1, layers: list[int] | None = None):
+        super().__init__(bottleneck, scale, layers)
