@@ -9,8 +9,10 @@ import rdbench.adapters.prompts  # noqa: F401
 import rdbench.backbones.base  # noqa: F401
 import rdbench.backbones.tiny_rs  # noqa: F401
 import rdbench.data.datasets  # noqa: F401
+import rdbench.data.folder  # noqa: F401
 import rdbench.losses.base  # noqa: F401
 import rdbench.losses.contrastive  # noqa: F401
 import rdbench.losses.dtcl  # noqa: F401
 import rdbench.losses.weighting  # noqa: F401
 import rdbench.optim  # noqa: F401
+import rdbench.transforms  # noqa: F401

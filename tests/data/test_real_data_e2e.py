@@ -1,0 +1,91 @@
+"""A suite on a format-B folder through the real command, with the decoded-image cache, and the
+paper suites' one-line failures when the data or the checkpoint is not there."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from datatrees import content, write_b
+
+from rdbench.cli import main
+from rdbench.data import cache as cache_module
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+SUITE = """\
+# A format-B folder (RSICD's precomp layout) on the tiny backbone, with and without augmentation.
+suite: real-e2e
+defaults:
+  backbone: {{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}}
+  dataset: {{name: dataset/rsicd, root: {root}}}
+  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
+  trainer: {{max_epochs: 1, enable_progress_bar: false}}
+  data: {{batch_size: 8, eval_batch_size: 16}}
+runs:
+  bottleneck: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}}}
+  augmented:
+    adapter: {{name: adapter/bottleneck, bottleneck: 4}}
+    train_transform: transform/rs-augment
+"""
+
+
+def record(results: Path, suite: str, run: str, seed: int = 0) -> dict:
+    return json.loads((results / suite / run / f"seed{seed}" / "record.json").read_text())
+
+
+def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch):
+    write_b(tmp_path / "rsicd", content(train_per_class=3))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.format(root=tmp_path / "rsicd"))
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    for run in ("bottleneck", "augmented"):
+        rec = record(results, "real-e2e", run)
+        assert rec["status"] == "success", rec["error"]
+        dataset = rec["provenance"]["dataset"]
+        assert dataset["format"] == "B" and dataset["split_scheme"] == "carve"
+        assert dataset["splits"]["val"] == {"images": 3, "captions": 15}  # 20 % of 17 train images
+        assert rec["eval"]["test"] == {**rec["eval"]["test"], "n_images": 11, "n_captions": 55}
+    assert rec["components"]["train_transform"]["key"] == "transform/rs-augment"
+    assert rec["components"].get("eval_transform") is None  # the default resize, not a slot value
+    cached = sorted(p.name for p in (Path(os.environ["RDBENCH_CACHE"]) / "images").glob("*-64px-*.npy"))
+    assert {name.split("-")[0] for name in cached} >= {"train", "val", "test"}
+
+    # Another seed reads the same cache: decoding again would fail the run.
+    def no_decoding(*args):
+        raise AssertionError("the cache was not reused")
+
+    monkeypatch.setattr(cache_module, "decode_into", no_decoding)
+    assert main(["run", str(suite), "--results", str(results), "--only", "bottleneck", "--seeds", "1"]) == 0
+    assert record(results, "real-e2e", "bottleneck", seed=1)["status"] == "success"
+
+
+def test_missing_dataset_root_fails_the_run_with_the_expected_layout(tmp_path, monkeypatch):
+    monkeypatch.delenv("RDBENCH_RSICD_ROOT", raising=False)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.format(root="null"))
+    assert main(["validate", str(suite)]) == 0  # nothing is built: valid without the data
+    assert main(["run", str(suite), "--results", str(tmp_path / "results"), "--only", "bottleneck"]) == 1
+    error = record(tmp_path / "results", "real-e2e", "bottleneck")["error"]
+    assert error.startswith("DataError: dataset/rsicd: no dataset root (pass root: DIR or set $RDBENCH_RSICD_ROOT")
+    assert "train_caps.txt" in error and "rsicd_val.json" in error
+
+
+@pytest.mark.parametrize("name", ["paper-rsicd", "paper-rsitmd"])
+def test_paper_suites_validate_without_data_and_fail_runs_in_one_line(name, tmp_path, monkeypatch, capsys):
+    for var in ("RDBENCH_CHECKPOINT", "RDBENCH_RSICD_ROOT", "RDBENCH_RSITMD_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    suite = ROOT / "suites" / f"{name}.yaml"
+    assert main(["validate", str(suite)]) == 0
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0"]) == 1
+    error = record(results, name, "lora")["error"]
+    assert error == ("DataError: backbone/open-clip: pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is "
+                     "not set (set it to an open_clip state dict file for ViT-B-32, e.g. GeoRSCLIP's RS5M_ViT-B-32.pt, "
+                     "or pass --set backbone.pretrained=PATH)")
+    monkeypatch.setenv("RDBENCH_CHECKPOINT", str(tmp_path / "RS5M_ViT-B-32.pt"))
+    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0", "--overwrite"]) == 1
+    assert "RS5M_ViT-B-32.pt: backbone checkpoint not found" in record(results, name, "lora")["error"]
