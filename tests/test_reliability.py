@@ -48,7 +48,7 @@ def test_kill_9_then_rerun_resumes_and_redoes_nothing(tmp_path):
     results = tmp_path / "results"
     proc = cli("run", "s.yaml", cwd=tmp_path)
     last = results / "killed" / "b" / "seed0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert last.exists(), "run b never wrote a resumable checkpoint"
