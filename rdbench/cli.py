@@ -1,4 +1,4 @@
-"""The ``rdbench`` command: run, validate, list, compare.
+"""The ``rdbench`` command: run, validate, list, compare, data (verify, overlap).
 
 User errors (:class:`rdbench.errors.RdbenchError`) print one line, ``rdbench: <problem>``, and
 exit with status 2 (1 when runs failed); ``--debug`` shows the traceback instead.
@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K) into DIR")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED", help="bootstrap random seed (default: 0)")
+
+    p = sub.add_parser("bench", help="measure rdbench's fast paths as side-by-side ratios (docs/performance.md)")
+    p.add_argument("--quick", action="store_true", help="batch 8 and fewer repetitions: a fast look (a few minutes)")
+    p.add_argument("--output", metavar="FILE",
+                   help="write the report there (default: docs/performance.md, or nothing with --only)")
+    p.add_argument("--only", type=_csv, metavar="NAMES", help="comma-separated: peft, overhead, evaluation, cache, data")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
 
     from rdbench.data.commands import add_data_commands  # `rdbench data verify|overlap`
 
@@ -236,13 +243,42 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from rdbench.bench import report
+    from rdbench.bench.common import Settings
+
+    unknown = [name for name in args.only or [] if name not in report.SECTIONS]
+    if unknown:
+        raise RdbenchError(f"--only: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(report.SECTIONS)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise RdbenchError(f"--threads: needs a positive number, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    output = Path(args.output) if args.output else (None if args.only else Path("docs/performance.md"))
+    if output is not None:
+        _check_writable(output.parent)
+    settings = Settings.make(args.quick, args.threads)
+    figures, context = report.run(settings, args.only)
+    if output is not None:
+        text = report.render(figures, context, settings, report.existing_gpu_section(output))
+        report.write(output, text)
+        print(f"wrote {output}")
+    missed = [f.name for f in figures if f.holds is False]
+    if missed:  # a measurement, not a test: reported, and the exit status stays 0
+        print(f"{len(missed)} target(s) not met: {'; '.join(missed)}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from rdbench.data.commands import cmd_data as run_data_command
 
     return run_data_command(args)
 
 
-COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "data": cmd_data}
+COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "data": cmd_data,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ from rdbench.registry import register
 class NoAdapter(Adapter):
     """Zero-shot: the backbone as it is; nothing trains (0 parameters)."""
 
+    frozen_towers = True  # the towers' outputs can be cached (rdbench.training.feature_cache)
+
 
 @register("adapter/full", tags=("baseline",))
 class FullFineTuning(Adapter):

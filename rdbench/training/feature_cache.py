@@ -9,9 +9,9 @@ every image and caption of a split once, keep the pooled pre-projection outputs 
 (:class:`FeatureCache`, keyed by split), and run only the adapter's heads afterwards.
 
 The loaders of this path (:class:`FeatureCacheData`, which wraps a
-:class:`~rdbench.data.loaders.RetrievalDataModule`) yield indices, not pixels: the training
-order is the wrapped module's (same sampler, same seeded generator, same batch size, same
-``drop_last``), so a cached run sees exactly the batches of the plain run, and its metrics
+:class:`~rdbench.data.loaders.RetrievalDataModule`) yield indices, not pixels, drawn by the
+wrapped module's own batch samplers (same seeded shuffle, batch size, ``drop_last`` and DDP
+shard), so a cached run sees exactly the batches of the plain run, and its metrics
 equal the plain path's (``tests/test_feature_cache.py``). The features are computed in
 evaluation mode in batches of ``eval_batch_size``, exactly as the plain evaluation encodes them.
 
@@ -160,19 +160,22 @@ class FeatureCacheData(L.LightningDataModule):
         """The wrapped module's evaluation items of ``split`` (pixels through its eval transform)."""
         return EvalItems(self.split(split), self.base.eval_transform, self.base.image_size)
 
+    def _plain(self) -> RetrievalDataModule:
+        # The wrapped module's loaders shard by the Trainer's rank and world size (DDP).
+        self.base.trainer = self.trainer
+        return self.base
+
     def train_dataloader(self) -> DataLoader:
-        # The very sampler construction of RetrievalDataModule.train_dataloader (the same
-        # seeded generator, shuffle and drop_last) so both paths draw identical batches. No
-        # workers: a batch is a few indices.
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(_CaptionIndices(self.split("train")), batch_size=self.batch_size, shuffle=True,
-                          drop_last=True, generator=generator, collate_fn=pass_batch)
+        # The plain loader's own batch sampler (same shuffle, seeded generator, drop_last and DDP
+        # shard) and generator (each epoch's iterator draws a worker seed from it before the
+        # shuffle does), so that both paths draw identical batches. No workers: a batch is indices.
+        plain = self._plain().train_dataloader()
+        return DataLoader(_CaptionIndices(self.split("train")), batch_sampler=plain.batch_sampler,
+                          generator=plain.generator, collate_fn=pass_batch)
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        data = self.split(split)
-        items = _EvalIndices(data)
-        return DataLoader(items, batch_sampler=KindBatches(items.n_images, items.n_captions, self.eval_batch_size),
-                          collate_fn=pass_batch)
+        plain = self._plain().eval_dataloader(split)
+        return DataLoader(_EvalIndices(self.split(split)), batch_sampler=plain.batch_sampler, collate_fn=pass_batch)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

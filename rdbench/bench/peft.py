@@ -1,0 +1,198 @@
+"""PEFT training cost: CMAA against full fine-tuning on ViT-B-32 (step time, peak memory), and
+the check that a frozen backbone really is frozen.
+
+Step time: both variants live in this process, each with its own model; after one warm-up step
+each, timed steps alternate (full, CMAA, full, CMAA, ...) and the medians are compared.
+
+Peak memory cannot be told apart for two variants of one process, so each variant runs in a
+fresh child process (``python -m rdbench.bench.peft --memory KEY``), which builds the module,
+the optimiser and the batch, notes its resident set size (``/proc/self/statm``), trains a few
+steps (the second step's backward is the peak: activations on top of the optimiser state
+allocated by the first step) and reports its peak resident set size (``getrusage``'s
+``ru_maxrss``). The figure is the ratio of the training memory (peak minus the RSS before
+training, i.e. activations, gradients and optimiser state), with the total peaks beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import torch
+
+from rdbench.bench.common import Figure, Settings, build_module, interleave, median, random_batch, timed, trainable
+
+VARIANTS = {"full": "adapter/full", "peft": "adapter/cmaa"}
+
+
+def train_step(module, optimizer, batch) -> None:
+    """One optimiser step of the module's own loss, as the Trainer runs it (no framework)."""
+    total, _ = module.compute_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+
+
+def frozen_check(module, optimizer) -> dict[str, int]:
+    """Backbone parameters that received a gradient or sit in the optimiser (both should be 0
+    under PEFT), and the counts that say what trains."""
+    backbone = dict(module.model.named_parameters())
+    declared = {id(p) for _, p in module.adapter.trainable_parameters(module.model)}
+    frozen = {n: p for n, p in backbone.items() if id(p) not in declared}
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return {
+        "backbone_params": sum(p.numel() for p in frozen.values()),
+        "frozen_with_grad": sum(p.grad is not None for p in frozen.values()),
+        "frozen_in_optimizer": sum(id(p) in in_optimizer for p in frozen.values()),
+        "frozen_requires_grad": sum(p.requires_grad for p in frozen.values()),
+        "trainable_params": sum(p.numel() for p in trainable(module)),
+    }
+
+
+def measure_step_time(settings: Settings) -> dict[str, object]:
+    batch = random_batch(settings.batch, settings.image_size)
+    modules, optimizers, checks = {}, {}, {}
+    for name, key in VARIANTS.items():
+        modules[name] = build_module(key).train()
+        optimizers[name], _ = modules[name].optimizer_factory.build(trainable(modules[name]), 100)
+    state = {name: False for name in VARIANTS}
+
+    def measure(name: str):
+        def run() -> list[float]:
+            module, optimizer = modules[name], optimizers[name]
+            if not state[name]:  # warm-up once per variant (allocator, optimiser state, kernels)
+                for _ in range(settings.warmup):
+                    train_step(module, optimizer, batch)
+                checks[name] = frozen_check(module, optimizer)
+                state[name] = True
+            return [timed(lambda: train_step(module, optimizer, batch))]
+        return run
+
+    samples = interleave({name: measure(name) for name in VARIANTS}, settings.repeats)
+    return {"samples": samples, "checks": checks}
+
+
+def in_projection_paths(batch: int, rounds: int = 5) -> dict[str, float]:
+    """Forward time of ViT-B-32's attention in-projection as ``nn.MultiheadAttention(batch_first=
+    True)`` runs it (``F.linear`` on a sequence-first, non-contiguous view), with a frozen weight
+    and an input that needs a gradient (every block under PEFT) against a trainable weight (full
+    fine-tuning). ``torch.matmul`` folds the input into one matrix product only in the second
+    case; the first becomes a batched product over an expanded weight."""
+    import torch.nn.functional as F
+
+    x = torch.randn(batch, 50, 768, requires_grad=True).transpose(0, 1)
+    frozen = torch.randn(3 * 768, 768)
+    trained = frozen.clone().requires_grad_(True)
+    bias = torch.zeros(3 * 768)
+    runs = {"frozen": lambda: [timed(lambda: F.linear(x, frozen, bias))],
+            "trained": lambda: [timed(lambda: F.linear(x, trained, bias))]}
+    for run in runs.values():
+        run()
+    return {name: median(v) for name, v in interleave(runs, rounds).items()}
+
+
+def _current_rss() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the peak so far is the best estimate of the baseline
+        return _peak_rss()
+
+
+def _peak_rss() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def memory_child(adapter_key: str, batch_size: int, steps: int, image_size: int) -> dict[str, int]:
+    """Run in a fresh process: the peak memory of training ``adapter_key`` (see module docstring)."""
+    module = build_module(adapter_key).train()
+    batch = random_batch(batch_size, image_size)
+    optimizer, _ = module.optimizer_factory.build(trainable(module), steps)
+    gc.collect()
+    baseline, peak_before = _current_rss(), _peak_rss()
+    for _ in range(steps):
+        train_step(module, optimizer, batch)
+    peak = _peak_rss()
+    return {"baseline_rss": baseline, "peak_before_training": peak_before, "peak_rss": peak,
+            "training_bytes": peak - baseline}
+
+
+def measure_memory(settings: Settings, steps: int = 2) -> dict[str, dict[str, int]]:
+    out = {}
+    for name, key in VARIANTS.items():
+        command = [sys.executable, "-m", "rdbench.bench.peft", "--memory", key, "--batch", str(settings.batch),
+                   "--steps", str(steps), "--image-size", str(settings.image_size),
+                   "--threads", str(torch.get_num_threads())]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory child for {key} failed:\n{done.stderr[-2000:]}")
+        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def figures(settings: Settings) -> list[Figure]:
+    gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
+    memory = measure_memory(settings)  # first: children never overlap the timed steps
+    timing = measure_step_time(settings)
+    full, peft = median(timing["samples"]["full"]), median(timing["samples"]["peft"])
+    check = timing["checks"]["peft"]
+    proj = in_projection_paths(settings.batch)
+    frozen_ok = check["frozen_with_grad"] == 0 and check["frozen_in_optimizer"] == 0 and check["frozen_requires_grad"] == 0
+    geometry = f"ViT-B-32, random weights, batch {settings.batch}, {settings.image_size} px, fp32, AdamW, InfoNCE"
+    time_fig = Figure(
+        "PEFT step time (CMAA / full fine-tuning)", peft / full, "x", "<= 0.65", peft / full <= 0.65,
+        [geometry,
+         f"median step: CMAA {peft:.2f} s, full {full:.2f} s ({settings.repeats} interleaved timed steps each, "
+         f"after {settings.warmup} warm-up step)",
+         f"samples (s): full {[round(s, 2) for s in timing['samples']['full']]}, "
+         f"CMAA {[round(s, 2) for s in timing['samples']['peft']]}",
+         f"where a frozen backbone loses time on CPU: one attention in-projection (F.linear on the sequence-first view "
+         f"nn.MultiheadAttention(batch_first=True) makes) takes {proj['frozen'] * 1e3:.1f} ms with the frozen weight of "
+         f"PEFT and {proj['trained'] * 1e3:.1f} ms with the trainable weight of full fine-tuning (forward, median of 5 "
+         "interleaved): torch.matmul folds the input into one matrix product only when the weight needs a gradient"],
+        settings.command, {"full_s": full, "peft_s": peft})
+    m_full, m_peft = memory["full"], memory["peft"]
+    ratio = m_peft["training_bytes"] / m_full["training_bytes"]
+    total_ratio = m_peft["peak_rss"] / m_full["peak_rss"]
+    mem_fig = Figure(
+        "PEFT peak training memory (CMAA / full fine-tuning)", ratio, "x", "<= 0.6", ratio <= 0.6,
+        [geometry + "; each variant in a fresh child process, 2 optimiser steps",
+         f"training memory (peak RSS minus RSS before the first step): CMAA {gb(m_peft['training_bytes'])}, "
+         f"full {gb(m_full['training_bytes'])}",
+         f"total peak RSS (weights included): CMAA {gb(m_peft['peak_rss'])}, full {gb(m_full['peak_rss'])} "
+         f"(ratio {total_ratio:.2f}, {'within' if total_ratio <= 0.6 else 'above'} the 0.6 target too)"],
+        settings.command, {"memory": memory, "total_ratio": total_ratio})
+    frozen_fig = Figure(
+        "Frozen backbone under CMAA: backbone tensors with a .grad or in the optimiser",
+        float(check["frozen_with_grad"] + check["frozen_in_optimizer"]), "tensors", "== 0", frozen_ok,
+        [f"after a real backward and optimiser step: {check['frozen_with_grad']} frozen tensors with .grad, "
+         f"{check['frozen_in_optimizer']} in the optimiser, {check['frozen_requires_grad']} requiring grad; "
+         f"{check['trainable_params']:,} parameters train, {check['backbone_params']:,} backbone parameters are frozen",
+         "the same is asserted by tests/test_bench.py::test_frozen_backbone_has_no_grad_and_is_not_optimised "
+         "(real Lightning Trainer, tiny model)"],
+        settings.command, check)
+    return [time_fig, mem_fig, frozen_fig]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="peak-memory child of `rdbench bench` (not for direct use)")
+    parser.add_argument("--memory", required=True, metavar="ADAPTER_KEY")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(json.dumps(memory_child(args.memory, args.batch, args.steps, args.image_size)))
+
+
+if __name__ == "__main__":
+    main()

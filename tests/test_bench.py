@@ -1,0 +1,220 @@
+"""The fast paths that `rdbench bench` measures give the plain paths' results (no timing here):
+the vectorised metric equals the argsort loop, a frozen backbone gets no gradient and no optimiser
+slot, evaluation encodes every item once; plus the report and bench/gpu.py plumbing."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rdbench.data.loaders import RetrievalDataModule  # first: makes torchvision importable for lightning
+import lightning as L  # noqa: E402  (isort: skip)
+from rdbench.bench import report  # noqa: E402
+from rdbench.bench.common import Figure, Settings, build_module  # noqa: E402
+from rdbench.bench.peft import frozen_check, train_step  # noqa: E402
+from rdbench.bench.retrieval import argsort_recalls, one_pass_metrics  # noqa: E402
+from rdbench.evaluation import METRIC_NAMES, retrieval_metrics  # noqa: E402
+from rdbench.testing import make_batch, tiny_clip, tokenize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+
+
+# -- evaluation --------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_metric_equals_the_argsort_loop(seed):
+    """On scores without ties: same recalls and same ranks, whatever the captions per image."""
+    g = torch.Generator().manual_seed(seed)
+    n = 40
+    per = torch.randint(1, 7, (n,), generator=g)  # 1 to 6 captions per image
+    owner = torch.repeat_interleave(torch.arange(n), per)[torch.randperm(int(per.sum()), generator=g)]
+    images = torch.randn(n, 16, generator=g)
+    texts = images[owner] + 2.0 * torch.randn(len(owner), 16, generator=g)
+    sim = images @ texts.t()
+    ranks: dict[str, torch.Tensor] = {}
+    ours = retrieval_metrics(similarity=sim, text_to_image=owner, ranks=ranks)
+    assert ours["ties_i2t"] == 0 and ours["ties_t2i"] == 0
+    classic, r_i2t, r_t2i = argsort_recalls(sim.numpy(), owner.numpy())
+    assert 0 < classic["mR"] < 100
+    assert {k: ours[k] for k in METRIC_NAMES} == classic
+    assert np.array_equal(ranks["i2t"].numpy(), r_i2t) and np.array_equal(ranks["t2i"].numpy(), r_t2i)
+    candidate, c_i2t, c_t2i = one_pass_metrics(sim.numpy(), owner.numpy(), chunk=7)
+    assert {k: candidate[k] for k in (*METRIC_NAMES, "ties_i2t", "ties_t2i")} == {k: ours[k] for k in (*METRIC_NAMES, "ties_i2t", "ties_t2i")}
+    assert np.array_equal(c_i2t, r_i2t) and np.array_equal(c_t2i, r_t2i)
+
+
+def test_the_one_pass_candidate_keeps_the_tie_rule():
+    """With ties (scores rounded to a coarse grid) the candidate equals retrieval_metrics exactly."""
+    g = torch.Generator().manual_seed(3)
+    owner = torch.arange(30).repeat_interleave(3)
+    sim = (torch.randn(30, 90, generator=g) * 2).round() / 2
+    ranks: dict[str, torch.Tensor] = {}
+    ours = retrieval_metrics(similarity=sim, text_to_image=owner, ranks=ranks)
+    candidate, c_i2t, c_t2i = one_pass_metrics(sim.numpy(), owner.numpy())
+    assert ours["ties_i2t"] > 0 and ours["ties_t2i"] > 0
+    for key in (*METRIC_NAMES, "ties_i2t", "ties_t2i"):
+        assert candidate[key] == ours[key], key
+    assert np.array_equal(c_i2t, ranks["i2t"].numpy()) and np.array_equal(c_t2i, ranks["t2i"].numpy())
+
+
+def test_evaluation_encodes_each_item_once(tmp_path):
+    """A real trainer.validate: one image-tower call per image batch, one text-tower call per
+    caption batch, and every image and caption through its tower exactly once."""
+    from rdbench.adapters.basic import NoAdapter
+    from rdbench.data.datasets import SyntheticRSDataset
+    from rdbench.testing import build_module as tiny_module
+
+    table = SyntheticRSDataset(root=str(tmp_path / "data"), train=4, val=7, test=3, image_size=32).load_table()
+    data = RetrievalDataModule(table, tokenize, 32, batch_size=4, eval_batch_size=4, seed=0)
+    module = tiny_module(NoAdapter(), model=tiny_clip())
+    seen = {"visual_calls": 0, "text_calls": 0, "images": 0, "captions": 0}
+
+    def count(calls: str, items: str):
+        def hook(_module, inputs, _output):
+            seen[calls] += 1
+            seen[items] += len(inputs[0])
+        return hook
+
+    module.model.visual.register_forward_hook(count("visual_calls", "images"))
+    module.model.token_embedding.register_forward_hook(count("text_calls", "captions"))
+    _trainer().validate(module, datamodule=data, verbose=False)
+    n_images, n_captions = len(data.split("val").image_ids), len(data.split("val").captions)
+    assert (n_images, n_captions) == (7, 35)
+    assert seen == {"visual_calls": 2, "text_calls": 9, "images": n_images, "captions": n_captions}
+    assert module.last_eval["val"]["n_images"] == n_images and module.last_eval["val"]["n_captions"] == n_captions
+
+
+# -- a frozen backbone -------------------------------------------------------------------------
+def test_frozen_backbone_has_no_grad_and_is_not_optimised():
+    """CMAA in a real Lightning fit: right after each backward no frozen backbone tensor holds a
+    gradient, and the Trainer's optimiser holds exactly the declared parameters."""
+    module = build_module("adapter/cmaa", tiny_clip())
+    declared = {id(p) for _, p in module.adapter.trainable_parameters(module.model)}
+    frozen = [p for p in module.model.parameters() if id(p) not in declared]
+    assert frozen and declared
+    after_backward: list[int] = []
+
+    class Watch(L.Callback):
+        def on_after_backward(self, trainer, pl_module) -> None:
+            after_backward.append(sum(p.grad is not None for p in frozen))
+            assert any(p.grad is not None for p in pl_module.adapter.parameters())
+
+    batch = make_batch(8)
+    loader = torch.utils.data.DataLoader([batch] * 2, batch_size=None)
+    trainer = _trainer(max_steps=2, callbacks=[Watch()])
+    trainer.fit(module, train_dataloaders=loader)
+    assert after_backward == [0, 0]
+    optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimised == declared | {id(p) for p in module.loss.parameters() if p.requires_grad}
+    assert not optimised & {id(p) for p in frozen}
+    # the bench's own check agrees (used for the reported figure)
+    optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 2)
+    train_step(module, optimizer, batch)
+    check = frozen_check(module, optimizer)
+    assert check["frozen_with_grad"] == check["frozen_in_optimizer"] == check["frozen_requires_grad"] == 0
+    assert check["trainable_params"] == sum(p.numel() for p in module.adapter.parameters())
+
+
+def test_full_fine_tuning_is_not_frozen():
+    module = build_module("adapter/full", tiny_clip())
+    optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 2)
+    train_step(module, optimizer, make_batch(8))
+    check = frozen_check(module, optimizer)
+    assert check["backbone_params"] == 0 and check["trainable_params"] == sum(p.numel() for p in module.model.parameters())
+
+
+# -- the report --------------------------------------------------------------------------------
+def _figures() -> list[Figure]:
+    return [Figure("A ratio", 0.5, "x", "<= 0.65", True, ["detail one"]),
+            Figure("Another", 3.0, "x faster", ">= 20", False, ["detail two"], "rdbench bench --quick")]
+
+
+def test_report_renders_targets_and_keeps_the_gpu_section(tmp_path):
+    context = {"started": "today", "elapsed_s": 60.0, "machine": "a CPU", "load_start": "1.0", "load_end": "2.0"}
+    settings = Settings.make(quick=False)
+    text = report.render(_figures(), context, settings)
+    assert text.startswith("# Performance") and "side by side in one process" in text
+    assert "| A ratio | 0.5 x | <= 0.65 | yes |" in text and "| Another | 3 x faster | >= 20 | **no** |" in text
+    assert "does not hold here: measured 3 x faster" in text
+    assert "Reproduce: `rdbench bench --quick`." in text
+    assert "Not yet measured on a GPU" in text
+    path = tmp_path / "performance.md"
+    report.write(path, text)
+    assert report.existing_gpu_section(path) is None  # the placeholder is regenerated, not kept
+    gpu = load_gpu_script()
+    gpu.append(path, "### NVIDIA H100 80GB HBM3 (today)\n\n| variant | images/s |\n")
+    appended = path.read_text()
+    assert "Not yet measured on a GPU" not in appended and "### NVIDIA H100 80GB HBM3" in appended
+    kept = report.existing_gpu_section(path)
+    assert kept.startswith("## Accelerators") and "H100" in kept
+    again = report.render(_figures(), context, settings, kept)
+    assert again.count("## Accelerators") == 1 and "### NVIDIA H100 80GB HBM3" in again
+    assert settings.command == "rdbench bench" and Settings.make(True, threads=1).command == "rdbench bench --quick --threads 1"
+
+
+def test_bench_command_rejects_unknown_figures(capsys):
+    from rdbench.cli import main
+
+    assert main(["bench", "--only", "nonsense"]) == 2
+    assert "unknown figure" in capsys.readouterr().err
+
+
+# -- bench/gpu.py --------------------------------------------------------------------------------
+def load_gpu_script():
+    spec = importlib.util.spec_from_file_location("rdbench_gpu_bench", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_bench_fails_clearly_without_cuda(tmp_path):
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--append", str(doc)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "no CUDA device" in done.stderr and "Traceback" not in done.stderr
+    assert doc.read_text() == "# Performance\n"
+
+
+def test_gpu_bench_peak_lookup_and_flop_count():
+    gpu = load_gpu_script()
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu.peak_tflops("NVIDIA H200") == 989.4
+    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu.peak_tflops("Some Other Card") is None
+    # FLOPs of one step, counted on CPU with the tiny model (the counter is device independent)
+    module = build_module("adapter/cmaa", tiny_clip())
+    optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 2)
+    flops = gpu.count_flops(module, optimizer, make_batch(8), "cpu")
+    assert flops > 0
+    results = {"CMAA (PEFT)": {"flops": flops, "step_s": 0.5, "images_s": 16.0},
+               "full fine-tuning": {"flops": 2 * flops, "step_s": 1.0, "images_s": 8.0}}
+    text = gpu.section(results, "NVIDIA H100 80GB HBM3", 989.4, 8, "python bench/gpu.py")
+    assert text.startswith("### NVIDIA H100 80GB HBM3") and "| CMAA (PEFT) |" in text and "step time 0.50x" in text
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_figure(tmp_path):
+    """`rdbench bench --quick` end to end (ViT-B-32: several minutes on 2 CPU cores)."""
+    from rdbench.cli import main
+
+    out = tmp_path / "performance.md"
+    assert main(["bench", "--quick", "--output", str(out)]) == 0
+    text = out.read_text()
+    for name in ("PEFT step time", "PEFT peak training memory", "Frozen backbone", "Framework overhead, ViT-B-32",
+                 "Evaluation metric", "Frozen-feature cache", "Data loading"):
+        assert name in text, name
+    assert "Not yet measured on a GPU" in text
