@@ -218,3 +218,16 @@ def test_quick_bench_writes_every_figure(tmp_path):
                  "Evaluation metric", "Frozen-feature cache", "Data loading"):
         assert name in text, name
     assert "Not yet measured on a GPU" in text
+
+
+def test_the_committed_report_is_the_generated_one():
+    """docs/performance.md carries the method header of rdbench.bench.report, every figure, and
+    says plainly when no GPU has measured it yet."""
+    text = (ROOT / "docs" / "performance.md").read_text()
+    assert text.startswith(report.HEADER)
+    for name in ("PEFT step time", "PEFT peak training memory", "Frozen backbone under CMAA",
+                 "Framework overhead, ViT-B-32", "Evaluation metric, RSICD test geometry", "Frozen-feature cache",
+                 "Data loading"):
+        assert f"### {name}" in text, name
+    gpu = text[text.index(report.GPU_HEADING):]
+    assert "Not yet measured on a GPU" in gpu or "\n### " in gpu

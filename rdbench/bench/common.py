@@ -91,7 +91,8 @@ def machine() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), "
+    threads = torch.get_num_threads()
+    return (f"{cpu}, {os.cpu_count()} CPU cores ({threads} torch thread{'s' if threads != 1 else ''}), "
             f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()}")
 
 
