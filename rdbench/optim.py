@@ -7,6 +7,7 @@ scheduler is stepped every optimiser step.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Iterable, Literal
 
@@ -17,11 +18,12 @@ from jsonargparse.typing import PositiveFloat
 from rdbench.registry import REGISTRY, register
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class of optimiser factories; see the module docstring."""
 
+    @abc.abstractmethod
     def build(self, params: Iterable[torch.nn.Parameter], total_steps: int):  # pragma: no cover - contract
-        raise NotImplementedError
+        """Contract method: every registered component overrides it."""
 
 
 REGISTRY.define_kind("optimizer", Optimizer)

@@ -18,6 +18,7 @@ no canonical "up").
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import Any
 
@@ -26,11 +27,12 @@ import torch
 from rdbench.registry import REGISTRY, register
 
 
-class Transform:
+class Transform(abc.ABC):
     """Base class of transforms; see the module docstring for the contract."""
 
+    @abc.abstractmethod
     def __call__(self, image: torch.Tensor, size: int) -> torch.Tensor:  # pragma: no cover - contract
-        raise NotImplementedError
+        """Contract method: every registered component overrides it."""
 
 
 REGISTRY.define_kind("transform", Transform)

@@ -12,6 +12,7 @@ Contract of a ``backbone/*`` component:
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import os
 from pathlib import Path
@@ -25,21 +26,24 @@ from rdbench.openclip import create_model, open_clip
 from rdbench.registry import REGISTRY, register
 
 
-class Backbone:
+class Backbone(abc.ABC):
     """Base class of backbones; see the module docstring for the contract."""
 
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @abc.abstractmethod
     def build_model(self) -> nn.Module:  # pragma: no cover - contract
-        raise NotImplementedError
+        """Contract method: every registered component overrides it."""
 
+    @abc.abstractmethod
     def tokenize(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - contract
-        raise NotImplementedError
+        """Contract method: every registered component overrides it."""
 
+    @abc.abstractmethod
     def provenance(self) -> dict[str, Any]:  # pragma: no cover - contract
-        raise NotImplementedError
+        """Contract method: every registered component overrides it."""
 
 
 REGISTRY.define_kind("backbone", Backbone)

@@ -7,6 +7,7 @@ Contract of a ``dataset/*`` component: ``load_table()`` returns the caption tabl
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 from pathlib import Path
@@ -18,11 +19,12 @@ from jsonargparse.typing import PositiveInt
 from rdbench.registry import REGISTRY, register
 
 
-class Dataset:
+class Dataset(abc.ABC):
     """Base class of datasets; see the module docstring for the contract."""
 
+    @abc.abstractmethod
     def load_table(self) -> pl.DataFrame:  # pragma: no cover - contract
-        raise NotImplementedError
+        """Contract method: every registered component overrides it."""
 
     def describe(self) -> dict[str, Any]:
         return {}
