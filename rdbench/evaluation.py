@@ -17,15 +17,22 @@ when ties happened at all. With no ties this equals the VSE++/AMFMN, ALBEF/PIR a
 CLIP_benchmark computations.
 
 The computation is vectorised: each query's positive score comes from one gather (and a
-scatter-max over an image's captions), then one comparison pass over the similarity matrix per
-direction counts what beats it; no per-query Python loop, no sort. ``chunk`` bounds the memory
-of the comparison masks for large galleries.
+scatter-max over an image's captions), then comparison passes over the similarity matrix count
+what beats it; no per-query Python loop, no sort. Two kernels give identical ranks and ties:
+
+* on CPU, NumPy over row chunks small enough to stay in cache (``chunk`` rows: both directions'
+  comparisons reuse the chunk while it is hot, counts are uint8 sums, and the exact-tie pass
+  only reduces per query when a chunk holds more equal scores than its positives). torch's
+  boolean reductions widen element by element and cost several times more on CPU, which is why
+  this path is NumPy (measured in docs/performance.md);
+* on an accelerator, the same counts as torch operations on the device (no copy to the host).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 RECALL_KS = (1, 5, 10)
@@ -39,8 +46,9 @@ def retrieval_metrics(
     *,
     similarity: torch.Tensor | None = None,
     ks: Sequence[int] = RECALL_KS,
-    chunk: int = 1024,
+    chunk: int | None = None,
     ranks: dict[str, torch.Tensor] | None = None,
+    backend: str = "auto",
 ) -> dict[str, float]:
     """I2T/T2I recall at K and mR in percent, plus tie counts; see the module docstring.
 
@@ -50,9 +58,11 @@ def retrieval_metrics(
         text_to_image: (M,) index into the images of each caption's own image.
         similarity: (N, M) scores, instead of the embeddings.
         ks: the cut-offs; ``mR`` averages every reported recall.
-        chunk: rows processed at once (memory bound: chunk x M booleans).
+        chunk: rows processed at once (memory bound: chunk x M booleans); by default 32 on CPU
+            (cache-sized) and 1024 on an accelerator.
         ranks: if a dict is given, it receives the per-query ranks (``i2t``: (N,), ``t2i``: (M,);
             0 is the top), which paired significance tests need.
+        backend: ``"numpy"`` or ``"torch"`` kernel; ``"auto"`` takes NumPy for CPU tensors.
     """
     if similarity is None:
         if image_emb is None or text_emb is None:
@@ -70,8 +80,7 @@ def retrieval_metrics(
     if n_images and torch.bincount(owner, minlength=n_images).min() == 0:
         raise ValueError("every image needs at least one caption")
 
-    i2t_rank, i2t_ties = _image_query_ranks(sim, owner, chunk)
-    t2i_rank, t2i_ties = _text_query_ranks(sim, owner, chunk)
+    i2t_rank, i2t_ties, t2i_rank, t2i_ties = query_ranks(sim, owner, chunk=chunk, backend=backend)
     out: dict[str, float] = {}
     for k in ks:
         out[f"i2t_R@{k}"] = 100.0 * int((i2t_rank < k).sum()) / n_images
@@ -85,6 +94,60 @@ def retrieval_metrics(
     if ranks is not None:
         ranks["i2t"], ranks["t2i"] = i2t_rank.cpu(), t2i_rank.cpu()
     return out
+
+
+def query_ranks(sim: torch.Tensor, owner: torch.Tensor, *, chunk: int | None = None,
+                backend: str = "auto") -> tuple[torch.Tensor, int, torch.Tensor, int]:
+    """Per-query ranks (ties against) and tie counts: (i2t ranks, i2t ties, t2i ranks, t2i ties)."""
+    if backend == "auto":
+        backend = "numpy" if sim.device.type == "cpu" else "torch"
+    if backend == "numpy":
+        s = sim.detach().cpu().float().contiguous().numpy()
+        i2t, i2t_ties, t2i, t2i_ties = _numpy_ranks(s, owner.cpu().numpy(), chunk or 32)
+        return torch.from_numpy(i2t), i2t_ties, torch.from_numpy(t2i), t2i_ties
+    if backend != "torch":
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', not {backend!r}")
+    i2t, i2t_ties = _image_query_ranks(sim, owner, chunk or 1024)
+    t2i, t2i_ties = _text_query_ranks(sim, owner, chunk or 1024)
+    return i2t, i2t_ties, t2i, t2i_ties
+
+
+def _numpy_ranks(s: np.ndarray, owner: np.ndarray, chunk: int) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """The CPU kernel: four comparison passes per cache-sized row chunk.
+
+    Image queries: rank_i = #{captions >= best_i} - #{own captions >= best_i}. Caption queries:
+    rank_j = #{images >= own score_j} - 1. Exact ties: a chunk's equal-score mask is reduced per
+    query only when its total exceeds the positives it must contain (rare: duplicated captions
+    or images), so tie counting costs one cheap total per chunk otherwise.
+    """
+    n, m = s.shape
+    chunk = min(chunk, 65535)  # column counts of one chunk are uint16
+    own = s[owner, np.arange(m)]
+    best = np.full(n, -np.inf, dtype=s.dtype)
+    np.maximum.at(best, owner, own)
+    at_best = np.bincount(owner, weights=own == best[owner], minlength=n).astype(np.int64)
+    captions_of_row = np.bincount(owner, minlength=n)
+    ge_i, eq_i = np.empty(n, np.int64), at_best.copy()
+    ge_t, eq_t = np.zeros(m, np.int64), np.ones(m, np.int64)
+    mask = np.empty((min(chunk, n), m), dtype=bool)
+    for a in range(0, n, chunk):
+        rows = s[a : a + chunk]
+        k = rows.shape[0]
+        b, hit = best[a : a + k, None], mask[:k]
+        count = hit.view(np.uint8)  # uint8 sums: a bool reduction would widen to int64 per element
+        np.greater_equal(rows, b, out=hit)
+        ge_i[a : a + k] = count.sum(1, dtype=np.int32)
+        np.equal(rows, b, out=hit)
+        if np.count_nonzero(hit) != at_best[a : a + k].sum():
+            eq_i[a : a + k] = count.sum(1, dtype=np.int32)
+        np.greater_equal(rows, own[None, :], out=hit)
+        ge_t += count.sum(0, dtype=np.uint16)  # k <= chunk rows: no uint16 overflow
+        np.equal(rows, own[None, :], out=hit)
+        if np.count_nonzero(hit) != captions_of_row[a : a + k].sum():
+            eq_t += count.sum(0, dtype=np.uint16)
+            eq_t[(owner >= a) & (owner < a + k)] -= 1  # the own image was counted by the start value
+    i2t, t2i = ge_i - at_best, ge_t - 1
+    return i2t, int((eq_i > at_best).sum()), t2i, int((eq_t > 1).sum())
 
 
 def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
@@ -133,6 +196,5 @@ def _text_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tup
 def per_query_hits(sim: torch.Tensor, text_to_image: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-query hit indicators at ``k`` (image queries, caption queries), for paired tests."""
     owner = torch.as_tensor(text_to_image, dtype=torch.long, device=sim.device)
-    i2t, _ = _image_query_ranks(sim.float(), owner, 1024)
-    t2i, _ = _text_query_ranks(sim.float(), owner, 1024)
+    i2t, _, t2i, _ = query_ranks(sim.float(), owner)
     return i2t < k, t2i < k

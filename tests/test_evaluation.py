@@ -47,8 +47,12 @@ def vsepp_lineage(sim: np.ndarray) -> dict[str, float]:
     return out
 
 
+BACKENDS = ["numpy", "torch"]  # the CPU kernel and the accelerator kernel (run here on CPU)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force_with_ties_and_duplicates(seed):
+def test_matches_brute_force_with_ties_and_duplicates(seed, backend):
     rng = np.random.default_rng(seed)
     n_img = 23
     owner = np.repeat(np.arange(n_img), 5)
@@ -56,7 +60,7 @@ def test_matches_brute_force_with_ties_and_duplicates(seed):
     sim = rng.integers(0, 6, size=(n_img, len(owner))).astype(np.float32)
     sim[:, 7] = sim[:, 3]
     sim[:, 40] = sim[:, 12]
-    got = retrieval_metrics(similarity=torch.from_numpy(sim), text_to_image=torch.from_numpy(owner))
+    got = retrieval_metrics(similarity=torch.from_numpy(sim), text_to_image=torch.from_numpy(owner), backend=backend, chunk=4)
     want = brute_force(sim, owner)
     for name in METRIC_NAMES:
         assert got[name] == pytest.approx(want[name], abs=1e-9), name
@@ -85,10 +89,11 @@ def test_equals_vsepp_lineage_without_ties():
         assert got[name] == pytest.approx(value)
 
 
-def test_a_tie_counts_against_the_query():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_tie_counts_against_the_query(backend):
     # One image, two captions: caption 1 belongs to image 1 but scores the same as image 0's own.
     sim = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
-    got = retrieval_metrics(similarity=sim, text_to_image=torch.tensor([0, 1]), ks=(1,))
+    got = retrieval_metrics(similarity=sim, text_to_image=torch.tensor([0, 1]), ks=(1,), backend=backend)
     assert got["i2t_R@1"] == 50.0  # image 0's positive ties with a negative: rank 1, a miss at K=1
     assert got["ties_i2t"] == 1
 
@@ -102,6 +107,31 @@ def test_perfect_and_chunking():
     sim = torch.from_numpy(rng.normal(size=(30, 90)).astype(np.float32))
     owner = torch.arange(90) // 3
     assert retrieval_metrics(similarity=sim, text_to_image=owner, chunk=7) == retrieval_metrics(similarity=sim, text_to_image=owner)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cpu_and_accelerator_kernels_agree_query_by_query(seed):
+    """Both kernels give the same per-query ranks and tie counts, with many ties (a coarse score
+    grid, duplicated caption columns, a duplicated image row) and uneven caption counts; the
+    chunk sizes cut the images unevenly so that a tie lands in some chunks and not others."""
+    rng = np.random.default_rng(seed)
+    owner = torch.from_numpy(rng.permutation(np.repeat(np.arange(37), rng.integers(1, 7, 37))))
+    sim = torch.from_numpy(rng.normal(size=(37, len(owner))).astype(np.float32))
+    sim[:, 5] = sim[:, 2]
+    sim[11] = sim[3]
+    sim[20:25] = (sim[20:25] * 2).round() / 2
+    runs = []
+    for backend, chunk in (("numpy", 4), ("numpy", 32), ("numpy", 1000), ("torch", 5), ("torch", 1024)):
+        ranks: dict[str, torch.Tensor] = {}
+        metrics = retrieval_metrics(similarity=sim, text_to_image=owner, backend=backend, chunk=chunk, ranks=ranks)
+        runs.append((metrics, ranks))
+    first, first_ranks = runs[0]
+    assert first["ties_i2t"] > 0 and first["ties_t2i"] > 0
+    for metrics, ranks in runs[1:]:
+        assert metrics == first
+        assert torch.equal(ranks["i2t"], first_ranks["i2t"]) and torch.equal(ranks["t2i"], first_ranks["t2i"])
+    with pytest.raises(ValueError, match="backend"):
+        retrieval_metrics(similarity=sim, text_to_image=owner, backend="cuda")
 
 
 def test_bad_mapping_is_refused():
