@@ -3,8 +3,10 @@
 The timing rule, and why: this machine is shared and noisy (other processes come and go, the
 CPU clock moves), so an absolute time measured at one moment says little about another moment.
 Every figure is therefore a *ratio* of two variants measured in the same process, interleaved
-(A, B, A, B, ...) so that a slow spell hits both, each after its own warm-up, and summarised by
-the median of its repetitions (robust to the one step a neighbour's job slowed down).
+(A, B, A, B, ...) so that a slow spell hits both, each after its own warm-up. A ratio is the
+median of the per-round ratios (A_i / B_i, neighbours in time, so a slow minute cancels out),
+robust to the one round a neighbour's job slowed down; each variant's median time is reported
+beside it.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ class Settings:
 
     quick: bool = False
     batch: int = 32
-    repeats: int = 3  # timed repetitions per variant (ViT-B-32 figures)
-    warmup: int = 1  # untimed steps before each variant's timed ones
+    repeats: int = 5  # timed repetitions per variant (ViT-B-32 figures)
+    warmup: int = 2  # untimed steps before each variant's timed ones (the first steps run slower)
     image_size: int = 224
     threads: int | None = None  # torch CPU threads when set by --threads (else torch's choice)
 
     @classmethod
     def make(cls, quick: bool, threads: int | None = None) -> "Settings":
-        return cls(quick=True, batch=8, repeats=2, threads=threads) if quick else cls(threads=threads)
+        return cls(quick=True, batch=8, repeats=2, warmup=1, threads=threads) if quick else cls(threads=threads)
 
     @property
     def command(self) -> str:
@@ -61,6 +63,13 @@ class Figure:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median of the per-round ratios of two interleaved sample lists (see the module docstring)."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError("paired samples need the same, non-zero number of rounds")
+    return median([a / b for a, b in zip(numerator, denominator)])
 
 
 def interleave(variants: dict[str, Callable[[], list[float]]], rounds: int) -> dict[str, list[float]]:
