@@ -49,7 +49,7 @@ def build(key: str, device: str, batch: int):
     from rdbench.optim import AdamWOptimizer
 
     module = build_module(key).to(device).train()
-    module.optimizer_factory = AdamWOptimizer(lr=1e-5, schedule="constant", fused=device.startswith("cuda"))
+    module.optimizer_factory = AdamWOptimizer(lr=1e-5, schedule="constant", fused=True)
     optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 1000)
     data = {k: v.to(device) for k, v in random_batch(batch, 224).items()}
     return module, optimizer, data
