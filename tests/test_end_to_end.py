@@ -72,6 +72,7 @@ def test_parameter_accounting(finished):
     recs = records(finished[1])
     total = recs["zero-shot"]["cost"]["total_params"]
     assert recs["zero-shot"]["cost"]["trainable_params"] == 0
+    assert all(r["cost"]["backbone_params"] == total for r in recs.values())  # counted before any adapter
     assert recs["full"]["cost"]["trainable_params"] == total
     # 4 blocks x 2 towers of width 128: down (128*4 + 4) + up (4*128 + 128)
     assert recs["bottleneck"]["cost"]["trainable_params"] == 8 * (128 * 4 + 4 + 4 * 128 + 128)

@@ -32,7 +32,7 @@ _BASE_SCHEMA = {
     "suite": pl.String, "run": pl.String, "run_index": pl.Int64, "seed": pl.Int64,
     "status": pl.String, "error": pl.String, "adapter": pl.String, "dataset": pl.String,
     "dataset_fingerprint": pl.String, "backbone": pl.String, "trainable_params": pl.Int64,
-    "adapter_params": pl.Int64, "total_params": pl.Int64, "train_time_s": pl.Float64,
+    "adapter_params": pl.Int64, "total_params": pl.Int64, "backbone_params": pl.Int64, "train_time_s": pl.Float64,
     "peak_mem_bytes": pl.Int64, "finished_at": pl.String, "path": pl.String,
 }
 # Seeds differing in any of these are different experiments, so they are never pooled.
@@ -93,7 +93,7 @@ def _flatten(record) -> dict:
     row["dataset"] = key(provenance, "dataset") or key(components, "dataset")
     row["dataset_fingerprint"] = key(provenance, "dataset", "fingerprint")
     row["backbone"] = key(provenance, "backbone") or key(components, "backbone")
-    for name in ("trainable_params", "adapter_params", "total_params", "peak_mem_bytes"):
+    for name in ("trainable_params", "adapter_params", "total_params", "backbone_params", "peak_mem_bytes"):
         row[name] = cost.get(name) if _is_int(cost.get(name)) else None
     row["train_time_s"] = float(cost["train_time_s"]) if _is_num(cost.get("train_time_s")) else None
     finished = record.get("finished_at")
@@ -185,10 +185,10 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
     Means and stds use successful seeds only (sample std, ddof=1; one seed gives 0.0), while
     ``failed`` and ``incomplete`` (any other status, e.g. ``running``) keep the rest visible.
     ``paths`` lists the successful seeds' records, for tests that need per-seed values.
-    ``backbone_params`` is the smallest ``total_params`` recorded with the row's backbone: every
-    method adds zero parameters or more to the backbone, so the smallest total is the backbone's
-    own size whenever any run adds nothing (zero-shot, full fine-tuning) and a close upper bound
-    otherwise. Rows are ordered by suite, then position in the suite file. Column ``base_run``
+    ``backbone_params`` is the backbone's own size as the records state it (counted before the
+    adapter attaches); records written before that field existed fall back to the smallest
+    ``total_params`` recorded with the row's backbone (exact when any run adds nothing, such as
+    zero-shot or full fine-tuning, a close upper bound otherwise). Rows are ordered by suite, then position in the suite file. Column ``base_run``
     is the run name; ``run`` gets a suffix when seeds of one run used different datasets or
     backbones and had to be split.
     """
@@ -220,7 +220,8 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
                  .cast(pl.Float64).alias(f"{m}_std")]
     out = df.group_by([*run_keys, *_VARIANT_COLS], maintain_order=True).agg(aggs)
     sizes = (df.filter(ok & pl.col("total_params").is_not_null()).group_by("backbone")
-             .agg(pl.col("total_params").min().alias("backbone_params")))
+             .agg(pl.coalesce(pl.col("backbone_params").drop_nulls().min(), pl.col("total_params").min())
+                  .alias("backbone_params")))
     out = out.join(sizes, on="backbone", how="left", nulls_equal=True)
 
     counts = out.group_by(run_keys).agg(

@@ -131,6 +131,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any], 
     c = run.components
     backbone = c["backbone"].build()
     model = backbone.build_model()
+    backbone_params = sum(p.numel() for p in model.parameters())  # before an adapter adds any
     dataset = c["dataset"].build()
     table = dataset.load_table()
     record["provenance"]["backbone"] = {"key": c["backbone"].key, **backbone.provenance()}
@@ -164,6 +165,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: dict[str, Any], 
         "trainable_params": trainable,
         "adapter_params": adapter_params,
         "total_params": sum(p.numel() for p in module.parameters()),
+        "backbone_params": backbone_params,
     }
     if module.features is not None:
         record["cost"]["feature_cache"] = True

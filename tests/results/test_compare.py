@@ -286,3 +286,19 @@ def test_duplicate_seed_kept_once(results):
                                      (999_960, "1.00M"), (None, "")])
 def test_human_count(n, text):
     assert human_count(n) == text
+
+
+def test_share_of_the_backbone_uses_the_recorded_backbone_size(tmp_path):
+    """A suite where every run adds parameters (an ablation): the share is of the recorded
+    backbone size, not of the smallest total; records without the field keep the fallback."""
+    for run, index, trainable in (("baseline", 0, 70_000), ("cmaa", 1, 110_000)):
+        record = make_record("abl", run, index, 0, base=10.0, trainable=trainable, total=8_000_000 + trainable)
+        record["cost"]["backbone_params"] = 8_000_000
+        write(tmp_path, record)
+    summary = summarize(load_records(tmp_path)[0])
+    assert row_of(summary, "baseline")["backbone_params"] == 8_000_000
+    text = compare(tmp_path).text
+    assert "0.11M (1.38%)" in line_of(text, "cmaa")  # 110,000 / 8,000,000; the fallback gives 1.36%
+    old = tmp_path / "old"
+    write(old, make_record("abl", "cmaa", 1, 0, base=10.0, trainable=110_000, total=8_070_000))
+    assert "0.11M (1.36%)" in line_of(compare(old).text, "cmaa")
