@@ -21,7 +21,8 @@ class ResumableCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # every rank takes part; only rank zero writes
+        # the whole state (to resume); every rank takes part, only rank zero writes
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
