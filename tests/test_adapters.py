@@ -74,3 +74,10 @@ def test_text_padding_does_not_change_caption_embeddings():
     _, text = embeddings(module, batch)
     _, text_noisy = embeddings(module, {**batch, "tokens": noisy})
     torch.testing.assert_close(text, text_noisy)
+
+
+def test_base_interaction_owns_no_slice_of_the_up_projection():
+    from rdbench.adapters.cmaa import Interaction
+
+    h = torch.randn(2, 5, 8)
+    assert Interaction(8).shared_up(h).shape == (2, 5, 0)

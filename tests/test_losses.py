@@ -152,3 +152,19 @@ def test_composite_logs_every_term_and_weight():
     total, logs = loss.evaluate(step_of())
     assert set(logs) == {"loss/x", "loss/y", "weight/x", "weight/y"}
     torch.testing.assert_close(total, logs["loss/x"] + 0.5 * logs["loss/y"])
+
+
+def test_loss_and_weighting_contracts_are_enforced_when_built():
+    """A term or weighting without forward cannot be built (abstract), rather than failing at
+    its first training step."""
+    from rdbench.losses.base import LossTerm, Weighting
+
+    class NoForwardTerm(LossTerm):
+        pass
+
+    class NoForwardWeighting(Weighting):
+        pass
+
+    for cls in (NoForwardTerm, NoForwardWeighting):
+        with pytest.raises(TypeError, match="abstract"):
+            cls()

@@ -47,8 +47,12 @@ class Interaction(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(h)
 
-    def shared_up(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - only with shared_width
-        raise NotImplementedError
+    def shared_up(self, h: torch.Tensor) -> torch.Tensor:
+        """This interaction's slice of the up-projection (``shared_width`` features): empty here.
+        An interaction that sets ``shared_width`` overrides it; one that does not leaves the
+        adapter's output ``shared_width`` features short, so the residual add fails on the first
+        batch instead of training on a silent slice of zeros."""
+        return h.new_zeros(*h.shape[:-1], 0)
 
 
 REGISTRY.define_kind("interaction", Interaction)

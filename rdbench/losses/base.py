@@ -18,6 +18,7 @@ the term names so that it can create them before the optimiser is built.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +41,9 @@ class StepOutputs:
     module: Any  # the LightningModule, for terms that need more (a second forward pass)
 
 
-class LossTerm(nn.Module):
-    """Base class of loss terms; see the module docstring for the contract."""
+class LossTerm(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of loss terms; see the module docstring for the contract. ``forward`` is
+    abstract: a term without one fails when it is built, not at its first training step."""
 
     def setup(self, module: Any) -> None:
         """Called once after the adapter is attached."""
@@ -49,18 +51,21 @@ class LossTerm(nn.Module):
     def after_optimizer_step(self, module: Any) -> None:
         """Called after every optimiser step."""
 
-    def forward(self, step: StepOutputs) -> torch.Tensor:  # pragma: no cover - contract
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(step)")
+    @abc.abstractmethod
+    def forward(self, step: StepOutputs) -> torch.Tensor:
+        """The term's value for one training step."""
 
 
-class Weighting(nn.Module):
-    """Base class of term weightings; see the module docstring for the contract."""
+class Weighting(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of term weightings; see the module docstring for the contract (``forward``
+    is abstract, as for :class:`LossTerm`)."""
 
     def prepare(self, names: list[str]) -> None:
         """Called once with the term names, before the optimiser exists (learned weights)."""
 
-    def forward(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(values)")
+    @abc.abstractmethod
+    def forward(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total and the weight of each term."""
 
 
 REGISTRY.define_kind("loss", LossTerm)
