@@ -10,3 +10,13 @@ from rdbench._torchvision_compat import ensure_torchvision_importable as _ensure
 
 _ensure()
 del _ensure
+
+
+def _register_builtins() -> None:
+    import rdbench.builtin_components  # noqa: F401  (each component module registers itself)
+
+
+from rdbench.registry import REGISTRY as _REGISTRY  # noqa: E402
+
+_REGISTRY.add_source(_register_builtins)
+del _REGISTRY

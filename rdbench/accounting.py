@@ -9,21 +9,27 @@ needed to count), with the component attached exactly as a run attaches it. Shar
   block of both towers) over the same skeleton without them;
 * ``loss/*`` and ``weighting/*``: their own parameters (classification heads sized for
   ``num_classes`` scene classes, RSICD's 30 by default).
+
+Every component is counted at its defaults, the configuration that docs/method.md and
+docs/baselines.md tabulate. Only an argument that is required and has no default
+(``loss/composite``'s ``terms``) is taken from the example the component declares where it is
+registered (:attr:`rdbench.registry.Entry.example`; a plugin's class attribute ``example``).
+The rest of an example is not used: examples are sized for the tiny test model
+(``adapter/mrs-adapter`` with ``shared: 8``) and would not give the ViT-B/32 counts.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
 from torch import nn
 
 from rdbench.registry import REGISTRY
-from rdbench.resolve import resolve
+from rdbench.resolution.spec import resolve
 
-#: Arguments needed to build components that have required ones, for counting.
-COUNT_ARGS: dict[str, dict[str, Any]] = {"loss/composite": {"terms": {"contrastive": "loss/infonce"}}}
 COUNTED_KINDS = ("adapter", "attention", "interaction", "loss", "weighting")
 
 
@@ -68,10 +74,24 @@ def _skeleton(vision: str, text: str, interaction: str, architecture: str) -> in
     )
 
 
+def counting_spec(key: str) -> dict[str, Any]:
+    """The spec a component is counted with: its defaults, plus the arguments of its declared
+    example that the component requires and has no default for (see the module doc)."""
+    entry = REGISTRY.get(key)
+    resolved = resolve(key, entry.kind, partial=True)
+    params = list(inspect.signature(resolved.cls.__init__).parameters.values())[1:]
+    required = {p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - set(resolved.args)
+    example = entry.example
+    if not example and entry.source.startswith("plugin:"):  # a plugin declares it on its class
+        example = dict(getattr(resolved.cls, "example", None) or {})
+    return {"name": key, **{name: value for name, value in example.items() if name in required}}
+
+
 def component_params(key: str, architecture: str = "ViT-B-32", num_classes: int = 30) -> int:
     """Trainable parameters of one registered component on ``architecture`` (see module doc)."""
     entry = REGISTRY.get(key)
-    spec = {"name": key, **COUNT_ARGS.get(key, {})}
+    spec = counting_spec(key)
     if entry.kind == "adapter":
         return adapter_params(spec, architecture)
     if entry.kind in ("attention", "interaction"):

@@ -1,4 +1,4 @@
-"""The ``rdbench`` command: run, validate, list, compare, data (verify, overlap).
+"""The ``rdbench`` command: run, validate, reproduce, list, compare, tune, bench, data (verify, overlap).
 
 User errors (:class:`rdbench.errors.RdbenchError`) print one line, ``rdbench: <problem>``, and
 exit with status 2 (1 when runs failed); ``--debug`` shows the traceback instead.
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     suite_args(p)
     p.add_argument("--show", action="store_true", help="print each run's resolved config")
 
+    p = sub.add_parser("reproduce", help="rerun a run from its config.yaml alone and compare the metrics with its record")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder holding config.yaml and record.json")
+    p.add_argument("--results", help="scratch results folder for the rerun (default: a new temporary folder)")
+    p.add_argument("--tolerance", type=float, metavar="T",
+                   help="largest accepted difference per metric, in points (default: 0 on CPU, 0.5 on an accelerator)")
+
     p = sub.add_parser("list", help="list registered components")
     p.add_argument("pattern", nargs="?", default="", help="substring or kind/ prefix to filter keys")
     p.add_argument("--params", metavar="ARCHITECTURE",
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "train_time_s, peak_mem_bytes, total_params, train/loss/<term> (default: default)")
     p.add_argument("--references", nargs="?", const=True, default=False, type=_csv, metavar="NAMES",
                    help="add published rows for the suite's dataset (rsicd, rsitmd); optionally only these "
-                   "registry/reference files, e.g. pe-rsitr,georsclip")
+                   "published files (rdbench/results/published), e.g. pe-rsitr,georsclip")
     p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K) into DIR")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED", help="bootstrap random seed (default: 0)")
@@ -87,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", type=_csv, metavar="NAMES", help="comma-separated: peft, overhead, evaluation, cache, data")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
 
-    from rdbench.data.commands import add_data_commands  # `rdbench data verify|overlap`
+    from rdbench.commands.data import add_data_commands  # `rdbench data verify|overlap`
 
     add_data_commands(sub)
     return parser
@@ -183,8 +189,8 @@ def cmd_tune(args) -> int:
 def cmd_validate(args) -> int:
     import yaml
 
+    from rdbench.resolution.run import plan_suite
     from rdbench.suite import load_suite, parse_set
-    from rdbench.training.runner import plan_suite
 
     runs = plan_suite(args.suite, only=args.only, seeds=args.seeds, overrides=parse_set(args.overrides))
     suite = load_suite(args.suite)
@@ -198,6 +204,18 @@ def cmd_validate(args) -> int:
         if args.show:
             print(yaml.safe_dump(run.config(), sort_keys=False).rstrip().replace("\n", "\n    ").join(["    ", ""]))
     print(f"{args.suite}: {len(runs)} run(s) valid")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from rdbench.training.reproduce import reproduce
+
+    outcome = reproduce(Path(args.run_dir), results=Path(args.results) if args.results else None, tolerance=args.tolerance)
+    for line in outcome.lines():
+        print(line)
+    if outcome.differing:
+        raise RunFailed(f"{args.run_dir}: {len(outcome.differing)} metric(s) differ by more than {outcome.tolerance:g}: "
+                        + ", ".join(outcome.differing))
     return 0
 
 
@@ -274,13 +292,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from rdbench.data.commands import cmd_data as run_data_command
+    from rdbench.commands.data import cmd_data as run_data_command
 
     return run_data_command(args)
 
 
-COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "data": cmd_data,
-            "bench": cmd_bench}
+COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "reproduce": cmd_reproduce, "list": cmd_list,
+            "compare": cmd_compare, "data": cmd_data, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

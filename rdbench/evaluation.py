@@ -1,4 +1,4 @@
-"""Retrieval metrics for image-text retrieval, as the RSITR literature defines them (DATA.md §3).
+"""Retrieval metrics for image-text retrieval, as the RSITR literature defines them (docs/metric.md).
 
 ``retrieval_metrics`` takes image and caption embeddings (or a precomputed image x caption
 similarity matrix) and the caption -> image mapping, and returns, in percent:

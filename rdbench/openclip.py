@@ -1,17 +1,15 @@
-"""The one place rdbench imports open_clip, after making torchvision importable.
+"""The one place rdbench imports open_clip.
 
-Every module that needs open_clip writes ``from rdbench.openclip import open_clip``.
+Every module that needs open_clip writes ``from rdbench.openclip import open_clip``. torchvision
+(which open_clip imports) was made importable when the ``rdbench`` package was imported
+(:mod:`rdbench._torchvision_compat`).
 """
 
-from rdbench._torchvision_compat import ensure_torchvision_importable
+import contextlib
+import logging
 
-ensure_torchvision_importable()
-
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-
-import open_clip  # noqa: E402
-import torch  # noqa: E402
+import open_clip
+import torch
 
 __all__ = ["open_clip", "create_model", "fold_friendly_attention"]
 

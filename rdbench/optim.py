@@ -33,7 +33,7 @@ REGISTRY.define_kind("optimizer", Optimizer)
 class AdamWOptimizer(Optimizer):
     """AdamW with linear warm-up then a constant, cosine or linear schedule.
 
-    Defaults follow HarMA's PEFT recipe on GeoRSCLIP (betas 0.9/0.98, METHOD.md section 5).
+    Defaults follow HarMA's PEFT recipe on GeoRSCLIP (betas 0.9/0.98, docs/method.md, "Hyper-parameters from the public record").
     ``fused``: torch's one-kernel AdamW; ``None`` (the default) takes it wherever every parameter
     lives on a CPU or CUDA device, which torch's fused kernel supports. It matters for full
     fine-tuning, whose optimiser step over ViT-B-32's 151M weights costs about 1.2 s on one CPU

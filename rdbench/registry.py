@@ -57,7 +57,10 @@ class Entry:
     target: type | None = None  # the class, once known
     loader: Callable[[], Any] | None = None  # a plugin's deferred import
     base: str | None = None  # a preset's base key
-    args: dict[str, Any] = field(default_factory=dict)  # a preset's arguments
+    args: dict[str, Any] = field(default_factory=dict)  # a preset's arguments, or a built-in's spec defaults
+    #: Arguments that make a small working instance (for the registry-driven tests and for
+    #: parameter accounting): declared where the component is registered.
+    example: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -93,6 +96,7 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._contracts: dict[str, type] = {}
         self._loaded_external = False
+        self._sources: list[Callable[[], None]] = []
         self.preset_dirs: list[Path] = []
 
     # -- registration -----------------------------------------------------------------------
@@ -107,6 +111,11 @@ class Registry:
             raise RegistryError(f"{entry.key} is registered twice: by {old.source} and by {entry.source}")
         self._entries[entry.key] = entry
         return entry
+
+    def add_source(self, load: Callable[[], None]) -> None:
+        """A callable that registers components when first needed (the package hands in the one
+        that imports its built-ins, so this module imports none of them)."""
+        self._sources.append(load)
 
     def define_kind(self, kind: str, contract: type) -> None:
         """Record the contract class of a kind (used to find component-typed arguments)."""
@@ -150,7 +159,8 @@ class Registry:
         if self._loaded_external:
             return
         self._loaded_external = True
-        import rdbench.builtin  # noqa: F401  (registers every built-in component)
+        for load in self._sources:
+            load()
 
         for folder in self._preset_folders():
             self.load_presets(folder)
@@ -184,6 +194,7 @@ class Registry:
                     tags=tuple(data.get("tags") or ()),
                     base=_qualify(str(data["base"]), kind),
                     args=dict(data.get("args") or {}),
+                    example=dict(data.get("example") or {}),
                 )
             )
 
@@ -233,11 +244,12 @@ def _read_preset(path: Path) -> dict[str, Any]:
     data = read_yaml(path)
     if not isinstance(data, dict) or "base" not in data:
         raise RegistryError(f"{path}: a preset is a mapping with at least `base`, `description` and `args`")
-    unknown = set(data) - {"base", "description", "tags", "args"}
+    unknown = set(data) - {"base", "description", "tags", "args", "example"}
     if unknown:
         raise RegistryError(f"{path}: unknown preset field(s) {', '.join(sorted(unknown))}")
-    if data.get("args") is not None and not isinstance(data["args"], dict):
-        raise RegistryError(f"{path}: `args` must be a mapping of argument names to values")
+    for name in ("args", "example"):
+        if data.get(name) is not None and not isinstance(data[name], dict):
+            raise RegistryError(f"{path}: `{name}` must be a mapping of argument names to values")
     return data
 
 
@@ -248,10 +260,35 @@ def _class_path(cls: type) -> str:
 REGISTRY = Registry()
 
 
-def register(key: str, *, tags: Iterable[str] = (), description: str | None = None) -> Callable[[type], type]:
+def register(
+    key: str,
+    *,
+    tags: Iterable[str] = (),
+    description: str | None = None,
+    defaults: dict[str, Any] | None = None,
+    example: dict[str, Any] | None = None,
+) -> Callable[[type], type]:
     """Class decorator: register a built-in component under ``kind/name``.
 
-    The description defaults to the first line of the class docstring.
+    ``defaults`` are the component-typed arguments a run gets unless it says otherwise, as specs
+    (``{"weighting": "weighting/fixed"}``): resolution builds them, so the class itself receives
+    built objects and its signature carries no key strings. The description defaults to the
+    first line of the docstring.
+
+    ``example`` holds the arguments of a small working instance, as a spec would give them
+    (nested components as keys or ``{name: ...}`` specs). ``tests/test_every_component.py``
+    builds every registered key from its example (a preset's is ``example:`` in its YAML, a
+    plugin's its class attribute ``example``) and exercises it by its kind's contract on the
+    tiny ``rdbench-test`` model of :mod:`rdbench.testing` (2 blocks per tower, width 32, 32 px,
+    16-token context; the test makes that architecture known to open_clip), so an example
+    sizes what the defaults would make too large for it (``{"n_ctx": 4}``). A component that
+    builds and runs from its defaults declares none. Parameter accounting
+    (:mod:`rdbench.accounting`) takes from it only required arguments that have no default.
+    Placeholders stand for what only the test can provide: the string ``"{example_root}"``
+    (``"{example_root_b}"``, ``"{example_root_c}"``, ... for further folders) becomes the path
+    of a small caption dataset the test writes in one of the five annotation formats (format A,
+    ``dataset_<name>.json`` and ``images/``, unless the test names another for the key), so a
+    dataset that reads a folder declares ``example={"root": "{example_root}"}``.
     """
 
     def wrap(cls: type) -> type:
@@ -262,6 +299,8 @@ def register(key: str, *, tags: Iterable[str] = (), description: str | None = No
                 description=description or summary_of(cls.__doc__),
                 tags=tuple(tags),
                 target=cls,
+                args=dict(defaults or {}),
+                example=dict(example or {}),
             )
         )
         cls.registry_key = key

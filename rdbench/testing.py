@@ -20,7 +20,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+from rdbench.backbones.base import Backbone
+from rdbench.losses.base import CompositeLoss, LossTerm
+from rdbench.losses.contrastive import InfoNCELoss
 from rdbench.openclip import create_model, open_clip
+from rdbench.optim import AdamWOptimizer
+from rdbench.resolution.run import DataOptions, ResolvedRun, Selection
+from rdbench.resolution.spec import Prebuilt, resolve
+from rdbench.suite import RunPlan
+from rdbench.training.assemble import assemble
 
 TEST_ARCHITECTURE = "rdbench-test"
 _TEST_CONFIG = {
@@ -31,11 +39,16 @@ _TEST_CONFIG = {
 NUM_CLASSES = 3
 
 
-def tiny_clip(seed: int = 0) -> nn.Module:
-    """A randomly initialised open_clip CLIP of the ``rdbench-test`` architecture."""
+def tiny_clip_config() -> None:
+    """Make the ``rdbench-test`` architecture known to open_clip."""
     from open_clip.factory import _MODEL_CONFIGS
 
     _MODEL_CONFIGS.setdefault(TEST_ARCHITECTURE, _TEST_CONFIG)
+
+
+def tiny_clip(seed: int = 0) -> nn.Module:
+    """A randomly initialised open_clip CLIP of the ``rdbench-test`` architecture."""
+    tiny_clip_config()
     torch.manual_seed(seed)
     return create_model(TEST_ARCHITECTURE, pretrained=None)
 
@@ -58,19 +71,47 @@ def make_batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"images": images_per[image_ids], "tokens": tokenize(captions), "image_ids": image_ids, "labels": labels}
 
 
-def build_module(adapter, loss=None, optimizer=None, model: nn.Module | None = None):
-    """A RetrievalModule around the tiny model (InfoNCE and AdamW unless given)."""
-    from rdbench.losses.base import CompositeLoss
-    from rdbench.losses.contrastive import InfoNCELoss
-    from rdbench.optim import AdamWOptimizer
-    from rdbench.training.module import RetrievalModule
+class ModelBackbone(Backbone):
+    """A backbone around a model already in hand (CLIP normalisation, the test tokenizer), so a
+    conformance check or a benchmark can assemble a run around its own model."""
 
-    loss = loss if loss is not None else CompositeLoss({"infonce": InfoNCELoss()})
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.image_size = int(getattr(model.visual, "image_size", (32, 32))[0])
+        self.mean, self.std = tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD)
+
+    def build_model(self) -> nn.Module:
+        return self.model
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return tokenize(texts)
+
+    def provenance(self) -> dict:
+        return {"architecture": "given", "pretrained": None, "checksum": None}
+
+
+def conformance_run(adapter, loss=None, optimizer=None, model: nn.Module | None = None, *,
+                    feature_cache: bool = False, seed: int = 0) -> ResolvedRun:
+    """A resolved run around built components: the tiny model (or ``model``), InfoNCE and AdamW
+    (constant schedule, lr 1e-2) unless given. A single loss term runs as a one-term composite."""
+    if model is None:
+        tiny_clip_config()
+        backbone = resolve({"name": "backbone/open-clip", "architecture": TEST_ARCHITECTURE}, "backbone")
+    else:
+        backbone = Prebuilt(ModelBackbone(model))
+    loss = loss if loss is not None else InfoNCELoss()
     if not isinstance(loss, CompositeLoss):
         loss = CompositeLoss({"term": loss})
     optimizer = optimizer or AdamWOptimizer(lr=1e-2, schedule="constant")
-    mean, std = tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD)
-    return RetrievalModule(model if model is not None else tiny_clip(), adapter, loss, optimizer, mean, std, NUM_CLASSES)
+    components = {"backbone": backbone, "adapter": Prebuilt(adapter), "loss": Prebuilt(loss), "optimizer": Prebuilt(optimizer)}
+    return ResolvedRun(RunPlan("conformance", "check", 0, seed, {}), components, {}, DataOptions(feature_cache=feature_cache), Selection())
+
+
+def build_module(adapter, loss=None, optimizer=None, model: nn.Module | None = None, *, feature_cache: bool = False):
+    """A RetrievalModule around the tiny model (InfoNCE and AdamW unless given), assembled by
+    :func:`rdbench.training.assemble.assemble` exactly as a run's module is."""
+    run = conformance_run(adapter, loss, optimizer, model, feature_cache=feature_cache)
+    return assemble(run, with_data=False, num_classes=NUM_CLASSES).module
 
 
 def train_steps(module, steps: int = 2, batch: dict[str, torch.Tensor] | None = None) -> list[float]:
@@ -141,10 +182,7 @@ def check_adapter(make_adapter: Callable[[], nn.Module], *, identity_at_init: bo
     return {"trainable": sum(p.numel() for _, p in adapter.trainable_parameters(module.model)), "changed": len(changed)}
 
 
-from rdbench.losses.base import LossTerm as _LossTerm  # noqa: E402
-
-
-class NaNAfterLoss(_LossTerm):
+class NaNAfterLoss(LossTerm):
     """Fault injection for reliability tests (use it by ``class_path``; it is not registered):
     InfoNCE for the first ``after`` calls, then NaN."""
 
@@ -153,8 +191,6 @@ class NaNAfterLoss(_LossTerm):
         self.after, self.calls = after, 0
 
     def forward(self, step):
-        from rdbench.losses.contrastive import InfoNCELoss
-
         self.calls += 1
         value = InfoNCELoss()(step)
         return value * float("nan") if self.calls > self.after else value

@@ -11,7 +11,7 @@ exactly.
 Suites set two slots: ``train_transform`` (default: none, images go in as cached, so results
 on the embedded dataset are unchanged) and ``eval_transform`` (default ``transform/resize``, a
 no-op when the cache already holds the backbone's size). The train presets are the
-augmentations of the public record (METHOD.md section 5: HarMA's RandomResizedCrop with scale
+augmentations of the public record (docs/method.md, "Hyper-parameters from the public record": HarMA's RandomResizedCrop with scale
 0.5-1 and flips; rotations by multiples of 90 degrees, natural for overhead imagery, which has
 no canonical "up").
 """
@@ -40,10 +40,7 @@ REGISTRY.define_kind("transform", Transform)
 
 @functools.lru_cache(maxsize=1)
 def _v2() -> Any:
-    from rdbench._torchvision_compat import ensure_torchvision_importable
-
-    ensure_torchvision_importable()
-    from torchvision.transforms import v2
+    from torchvision.transforms import v2  # importable: the rdbench package saw to it at import
 
     return v2
 
@@ -134,7 +131,7 @@ class Rotate90Transform(Transform):
         return _resize(image.rot90(k, dims=(-2, -1)) if k else image, size)
 
 
-@register("transform/compose")
+@register("transform/compose", example={"steps": ["transform/random-resized-crop", "transform/flip"]})
 class ComposeTransform(Transform):
     """Apply ``steps`` in order (each step resizes to the backbone's size, so any order works)."""
 

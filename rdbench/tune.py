@@ -33,7 +33,7 @@ import yaml
 
 from rdbench.errors import ConfigError
 from rdbench.suite import Suite, _nest, expand, load_suite, merge
-from rdbench.training.plan import resolve_plan
+from rdbench.resolution.run import resolve_plan
 
 SPACE_TYPES = ("float", "int", "categorical")
 
@@ -167,14 +167,14 @@ def tune(
         plan = type(base_plan)(suite.name, f"tune-{name}/trial{trial.number}", base_plan.run_index, base_plan.seed, config)
         resolved = resolve_plan(plan, suite.path)
         echo(f"[trial {trial.number}] {', '.join(f'{k}={v}' for k, v in values.items())}")
-        record = execute(resolved, run_dir(results, resolved), extra_callbacks=[OptunaPruning(trial, resolved.selection.monitor)])
-        trial.set_user_attr("record", str(run_dir(results, resolved) / "record.json"))
-        if record["status"] == "pruned":
-            echo(f"    pruned ({record['error']})")
-            raise optuna.TrialPruned(record["error"])
-        if record["status"] != "success":
-            raise RuntimeError(record["error"])
-        score = record["metrics"][resolved.selection.monitor]
+        record = execute(resolved, run_dir(results, resolved.plan), extra_callbacks=[OptunaPruning(trial, resolved.selection.monitor)])
+        trial.set_user_attr("record", str(run_dir(results, resolved.plan) / "record.json"))
+        if record.status == "pruned":
+            echo(f"    pruned ({record.error})")
+            raise optuna.TrialPruned(record.error)
+        if record.status != "success":
+            raise RuntimeError(record.error)
+        score = record.metrics[resolved.selection.monitor]
         echo(f"    {resolved.selection.monitor} {score:.2f}")
         return score
 
@@ -209,7 +209,7 @@ def _best(study: optuna.Study):
 
 def write_snippet(path: Path, suite: Suite, run: str, best) -> None:
     """A run entry to paste into the suite: the tuned run's own patch with the best values."""
-    from rdbench.results.record import write_atomic
+    from rdbench.atomic import write_atomic
 
     patch: dict[str, Any] = dict(suite.runs[run])
     for dotted, value in best.params.items():

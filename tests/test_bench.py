@@ -1,10 +1,10 @@
 """The fast paths that `rdbench bench` measures give the plain paths' results (no timing here):
 the vectorised metric equals the argsort loop, a frozen backbone gets no gradient and no optimiser
-slot, evaluation encodes every item once; plus the report and bench/gpu.py plumbing."""
+slot, evaluation encodes every item once; plus the report and rdbench.bench.gpu plumbing."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from rdbench.data.loaders import RetrievalDataModule  # first: makes torchvision importable for lightning
+from rdbench.data.loading.loaders import RetrievalDataModule  # first: importing rdbench makes torchvision importable for lightning
 import lightning as L  # noqa: E402  (isort: skip)
 from rdbench.bench import report  # noqa: E402
 from rdbench.bench.common import Figure, Settings, build_module  # noqa: E402
@@ -21,6 +21,7 @@ from rdbench.bench.peft import frozen_check, train_step  # noqa: E402
 from rdbench.bench.retrieval import argsort_recalls  # noqa: E402
 from rdbench.evaluation import METRIC_NAMES, retrieval_metrics  # noqa: E402
 from rdbench.testing import make_batch, tiny_clip, tokenize  # noqa: E402
+from rdbench.training.evaluate import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,11 +75,11 @@ def test_evaluation_encodes_each_item_once(tmp_path):
 
     module.model.visual.register_forward_hook(count("visual_calls", "images"))
     module.model.token_embedding.register_forward_hook(count("text_calls", "captions"))
-    _trainer().validate(module, datamodule=data, verbose=False)
+    result = evaluate(_trainer(), module, data, "val")
     n_images, n_captions = len(data.split("val").image_ids), len(data.split("val").captions)
     assert (n_images, n_captions) == (7, 35)
     assert seen == {"visual_calls": 2, "text_calls": 9, "images": n_images, "captions": n_captions}
-    assert module.last_eval["val"]["n_images"] == n_images and module.last_eval["val"]["n_captions"] == n_captions
+    assert result.counts["n_images"] == n_images and result.counts["n_captions"] == n_captions
 
 
 # -- a frozen backbone -------------------------------------------------------------------------
@@ -186,20 +187,18 @@ def test_bench_command_rejects_unknown_figures(capsys):
     assert "unknown figure" in capsys.readouterr().err
 
 
-# -- bench/gpu.py --------------------------------------------------------------------------------
+# -- rdbench.bench.gpu -------------------------------------------------------------------------
 def load_gpu_script():
-    spec = importlib.util.spec_from_file_location("rdbench_gpu_bench", ROOT / "bench" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("rdbench.bench.gpu")
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_gpu_bench_fails_clearly_without_cuda(tmp_path):
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--append", str(doc)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "rdbench.bench.gpu", "--append", str(doc)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 2
     assert "no CUDA device" in done.stderr and "Traceback" not in done.stderr
     assert doc.read_text() == "# Performance\n"
@@ -219,7 +218,7 @@ def test_gpu_bench_peak_lookup_and_flop_count():
     assert flops > 0
     results = {"CMAA (PEFT)": {"flops": flops, "step_s": 0.5, "images_s": 16.0},
                "full fine-tuning": {"flops": 2 * flops, "step_s": 1.0, "images_s": 8.0}}
-    text = gpu.section(results, "NVIDIA H100 80GB HBM3", 989.4, 8, "python bench/gpu.py")
+    text = gpu.section(results, "NVIDIA H100 80GB HBM3", 989.4, 8, "python -m rdbench.bench.gpu")
     assert text.startswith("### NVIDIA H100 80GB HBM3") and "| CMAA (PEFT) |" in text and "step time 0.50x" in text
 
 

@@ -13,6 +13,7 @@ from rdbench.losses.contrastive import HMMCLoss, VSEPPLoss, positive_mask
 from rdbench.testing import build_module, embeddings, make_batch, snapshot, tiny_clip, train_steps
 
 
+@pytest.mark.slow  # builds ViT-B-32
 @pytest.mark.parametrize("key, count", [("adapter/mrs-adapter", 161_088), ("adapter/full", 151_277_313), ("adapter/none", 0)])
 def test_counts_on_vit_b_32(key, count):
     assert adapter_params(key, "ViT-B-32") == count
@@ -49,6 +50,7 @@ def test_lora_merge_gives_the_same_embeddings():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # builds ViT-B-32
 def test_lora_in_suite_form_reaches_qkv_on_vit_b_32():
     # rank 8 on q and v in 12 blocks per tower: 2 targets x (8 x D + D x 8) = 32 D per block
     assert adapter_params({"name": "adapter/lora", "rank": 8}, "ViT-B-32") == 12 * 32 * 768 + 12 * 32 * 512 == 491_520

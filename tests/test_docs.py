@@ -29,6 +29,7 @@ def test_method_doc_lists_every_rdb_component():
             "weighting/uncertainty", "loss/ema-consistency", "loss/classification"} <= set(METHOD_COUNTS)
 
 
+@pytest.mark.slow  # counts on ViT-B-32
 @pytest.mark.parametrize("key", sorted(METHOD_COUNTS))
 def test_method_doc_counts_match_rdbench(key):
     assert component_params(key, "ViT-B-32") == METHOD_COUNTS[key]
@@ -53,6 +54,7 @@ def test_baselines_doc_lists_every_baseline_adapter():
     assert tagged <= set(BASELINE_COUNTS), tagged - set(BASELINE_COUNTS)
 
 
+@pytest.mark.slow  # counts on ViT-B-32
 @pytest.mark.parametrize("key", sorted(BASELINE_COUNTS))
 def test_baselines_doc_counts_match_rdbench(key):
     assert component_params(key, "ViT-B-32") == BASELINE_COUNTS[key]

@@ -54,7 +54,7 @@ def test_every_run_succeeds_with_a_complete_record(finished):
     recs = records(results)
     assert set(recs) == {"zero-shot", "full", "bottleneck"}
     for name, rec in recs.items():
-        assert rec["schema_version"] == 1 and rec["status"] == "success" and rec["error"] is None, name
+        assert rec["schema_version"] == 2 and rec["status"] == "success" and rec["error"] is None, name
         for split in ("val", "test"):
             for metric in METRIC_NAMES:
                 assert 0.0 <= rec["metrics"][f"{split}/{metric}"] <= 100.0

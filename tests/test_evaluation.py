@@ -10,7 +10,7 @@ from rdbench.evaluation import METRIC_NAMES, retrieval_metrics
 
 
 def brute_force(sim: np.ndarray, owner: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
-    """One query at a time, written as the definition reads (DATA.md section 3), ties against."""
+    """One query at a time, written as the definition reads (docs/metric.md), ties against."""
     n_img, n_txt = sim.shape
     out = {}
     i2t_rank = []

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from rdbench.data.loaders import RetrievalDataModule  # first: makes torchvision importable for lightning
+from rdbench.data.loading.loaders import RetrievalDataModule  # first: importing rdbench makes torchvision importable for lightning
 import lightning as L  # noqa: E402  (isort: skip)
 from rdbench.adapters.base import image_features, text_features
 from rdbench.adapters.basic import BottleneckAdapter, NoAdapter
@@ -17,21 +17,9 @@ from rdbench.data.datasets import SyntheticRSDataset
 from rdbench.errors import ConfigError
 from rdbench.evaluation import METRIC_NAMES
 from rdbench.registry import REGISTRY
-from rdbench.testing import NUM_CLASSES, make_batch, tiny_clip, tokenize
+from rdbench.testing import build_module, make_batch, tiny_clip, tokenize
+from rdbench.training.evaluate import evaluate
 from rdbench.training.feature_cache import FeatureBatch, FeatureCacheData
-
-def build_module(adapter, model=None, feature_cache: bool = False):
-    """rdbench.testing.build_module, with the feature-cache switch of RetrievalModule."""
-    from rdbench.losses.base import CompositeLoss
-    from rdbench.losses.contrastive import InfoNCELoss
-    from rdbench.openclip import open_clip
-    from rdbench.optim import AdamWOptimizer
-    from rdbench.training.module import RetrievalModule
-
-    mean, std = tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD)
-    return RetrievalModule(model if model is not None else tiny_clip(), adapter, CompositeLoss({"infonce": InfoNCELoss()}),
-                           AdamWOptimizer(lr=1e-2, schedule="constant"), mean, std, NUM_CLASSES, feature_cache=feature_cache)
-
 
 FROZEN = {"none": NoAdapter, "linear-probe": LinearProbeAdapter, "clip-adapter": CLIPAdapter}
 
@@ -61,15 +49,14 @@ def fit_and_evaluate(make_adapter, table, cached: bool):
     t = trainer()
     if any(p.requires_grad for p in module.parameters()):
         t.fit(module, datamodule=data)
-    t.validate(module, datamodule=data, verbose=False)
-    t.test(module, datamodule=data, verbose=False)
+    module.evaluations = {split: evaluate(t, module, data, split) for split in ("val", "test")}
     return module
 
 
 def test_heads_on_cached_features_equal_the_encoders():
     """``head(tower features)`` is the adapter's own encoder, for every adapter that declares it."""
     batch = make_batch()
-    from rdbench.resolve import resolve
+    from rdbench.resolution.spec import resolve
 
     built = {e.key: resolve(e.key, "adapter").build() for e in REGISTRY.entries("adapter")}
     declared = {key: adapter for key, adapter in built.items() if adapter.frozen_towers}
@@ -95,7 +82,8 @@ def test_cached_training_and_metrics_equal_the_plain_path(name, table):
     assert cached.features is not None and plain.features is None
     for split in ("val", "test"):
         for metric in (*METRIC_NAMES, "ties_i2t", "ties_t2i", "n_images", "n_captions"):
-            assert cached.last_eval[split][metric] == plain.last_eval[split][metric], (split, metric)
+            c, p = cached.evaluations[split], plain.evaluations[split]
+            assert {**c.metrics, **c.counts}[metric] == {**p.metrics, **p.counts}[metric], (split, metric)
     trained_plain, trained_cached = plain.trainable_state(), cached.trainable_state()
     assert trained_plain.keys() == trained_cached.keys()
     # Equal up to float rounding: the towers ran on batches of 8 (plain training) or 16 (the
@@ -135,8 +123,8 @@ def test_towers_run_once_per_item_of_each_split(table):
     data = FeatureCacheData(datamodule(table))
     t = trainer(epochs=2)
     t.fit(module, datamodule=data)
-    t.validate(module, datamodule=data, verbose=False)
-    t.test(module, datamodule=data, verbose=False)
+    for split in ("val", "test"):
+        evaluate(t, module, data, split)
     n_images = sum(len(data.split(s).image_ids) for s in ("train", "val", "test"))
     n_captions = sum(len(data.split(s).captions) for s in ("train", "val", "test"))
     assert module.features.encoded == {"images": n_images, "captions": n_captions}

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # pip-installs packages, runs rdbench in subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "rdbench-plugin-example"
 TINY = [
@@ -99,6 +101,18 @@ def test_the_example_packages_own_tests_pass(site):
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
                          cwd=site["tmp"], env=environ, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_the_registry_driven_test_covers_the_plugin(site):
+    """Installing a plugin is all it takes for tests/test_every_component.py to build its
+    components from their examples and check them by their kinds' contracts."""
+    environ = {**os.environ, "PYTHONPATH": str(site["good"]), "RDBENCH_DISABLE_PLUGINS": "0"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA",
+                          str(ROOT / "tests" / "test_every_component.py"), "-k", "gated-mlp or cosine-margin"],
+                         cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    for key in ("adapter/gated-mlp", "loss/cosine-margin"):
+        assert f"PASSED tests/test_every_component.py::test_every_component_works_from_its_example[{key}]" in out.stdout
 
 
 def test_a_broken_plugin_fails_only_its_runs(site):

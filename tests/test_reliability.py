@@ -43,6 +43,7 @@ def records(results: Path, suite: str) -> dict[str, dict]:
     return {p.parent.parent.name: json.loads(p.read_text()) for p in results.glob(f"{suite}/*/seed0/record.json")}
 
 
+@pytest.mark.slow  # rdbench subprocesses
 def test_kill_9_then_rerun_resumes_and_redoes_nothing(tmp_path):
     (tmp_path / "s.yaml").write_text(suite_text("killed", "  a: {}\n  b: {}\n  c: {}\n", epochs=6, train=24))
     results = tmp_path / "results"
@@ -70,6 +71,7 @@ def test_kill_9_then_rerun_resumes_and_redoes_nothing(tmp_path):
     assert all(k.startswith("adapter.") for k in ckpt["state_dict"])  # no frozen backbone copy
 
 
+@pytest.mark.slow  # rdbench subprocesses
 def test_two_processes_share_a_suite_and_run_each_run_once(tmp_path):
     runs = "".join(f"  r{i}: {{}}\n" for i in range(4))
     (tmp_path / "s.yaml").write_text(suite_text("shared", runs))
@@ -130,7 +132,7 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], str, int]]:
     """(what, arguments, expected message pattern, exit code)."""
     corrupt = tmp / "corrupt"
     (corrupt / "images").mkdir(parents=True)
-    from rdbench.data.karpathy import write_karpathy_json
+    from rdbench.data.formats.karpathy import write_karpathy_json
 
     for split in ("train", "val", "test"):
         for i in range(2):
@@ -168,16 +170,34 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], str, int]]:
     return out
 
 
+#: Cases that build ViT-B-32 (to find that the checkpoint does not fit it): slow on a CPU.
+VIT_B_32_CASES = ("checkpoint of another architecture",)
+
+
 def test_bad_input_gets_one_clear_line(tmp_path, capsys):
     for what, args, pattern, code in bad_inputs(tmp_path):
-        got = main(args)
-        captured = capsys.readouterr()
-        assert got == code, (what, captured.err)
-        if code == 2:
-            lines = captured.err.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("rdbench: "), (what, captured.err)
-            assert re.search(pattern, lines[0]), (what, lines[0])
-        else:  # the run failed: its one-line reason is printed and kept in its record
-            failed = [ln for ln in captured.out.splitlines() if "FAILED:" in ln]
-            assert len(failed) == 1 and re.search(pattern, failed[0]), (what, captured.out[-2000:])
-        assert "Traceback" not in captured.err + captured.out, what
+        if what not in VIT_B_32_CASES:
+            one_clear_line(what, args, pattern, code, capsys)
+
+
+@pytest.mark.slow  # builds ViT-B-32
+def test_a_checkpoint_of_another_architecture_gets_one_clear_line(tmp_path, capsys):
+    cases = [case for case in bad_inputs(tmp_path) if case[0] in VIT_B_32_CASES]
+    assert len(cases) == len(VIT_B_32_CASES)
+    for what, args, pattern, code in cases:
+        one_clear_line(what, args, pattern, code, capsys)
+
+
+def one_clear_line(what: str, args: list[str], pattern: str, code: int, capsys) -> None:
+    """Run the CLI with ``args``: exit ``code`` and one line matching ``pattern``, no traceback."""
+    got = main(args)
+    captured = capsys.readouterr()
+    assert got == code, (what, captured.err)
+    if code == 2:
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rdbench: "), (what, captured.err)
+        assert re.search(pattern, lines[0]), (what, lines[0])
+    else:  # the run failed: its one-line reason is printed and kept in its record
+        failed = [ln for ln in captured.out.splitlines() if "FAILED:" in ln]
+        assert len(failed) == 1 and re.search(pattern, failed[0]), (what, captured.out[-2000:])
+    assert "Traceback" not in captured.err + captured.out, what

@@ -9,7 +9,7 @@ import pytest
 from rdbench.cli import main
 from rdbench.errors import ConfigError
 from rdbench.suite import expand, load_suite, merge, parse_set
-from rdbench.training.runner import plan_suite
+from rdbench.resolution.run import plan_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = """\

@@ -31,6 +31,7 @@ search:
 """
 
 
+@pytest.mark.slow  # two rdbench subprocesses
 def test_two_workers_share_one_sqlite_study(tmp_path):
     (tmp_path / "t.yaml").write_text(SUITE)
     assert main(["run", str(tmp_path / "t.yaml"), "--results", str(tmp_path / "warm")]) == 0  # cache the backbone
@@ -79,7 +80,7 @@ def test_pruning_callback_reports_and_prunes(tmp_path):
 def test_a_pruned_trial_is_recorded_as_pruned(tmp_path):
     from rdbench.suite import expand, load_suite
     from rdbench.training.execute import execute
-    from rdbench.training.plan import resolve_plan
+    from rdbench.resolution.run import resolve_plan
 
     (tmp_path / "t.yaml").write_text(SUITE)
     suite = load_suite(tmp_path / "t.yaml")
@@ -90,7 +91,7 @@ def test_a_pruned_trial_is_recorded_as_pruned(tmp_path):
             raise PrunedRun("pruned by the median pruner after epoch 0")
 
     record = execute(run, tmp_path / "run", extra_callbacks=[AlwaysPrune(None)])
-    assert record["status"] == "pruned" and "median pruner" in record["error"]
+    assert record.status == "pruned" and "median pruner" in record.error
     assert json.loads((tmp_path / "run" / "record.json").read_text())["status"] == "pruned"
 
 

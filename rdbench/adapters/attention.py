@@ -1,15 +1,6 @@
-"""Token mixers (kind ``attention``) that work inside an adapter's bottleneck space.
-
-Contract of an ``attention/*`` component: an ``nn.Module`` built by its host adapter with
-``dim`` (the bottleneck width), ``layer`` (the 1-based depth of the host block) and ``causal``
-(True on CLIP's text tower); ``forward(h, padding)`` takes ``h`` of shape (B, L, dim) and a
-(B, L) bool mask that is True at padding tokens (or None), and returns the mixer's output of the
-same shape. The host adds it as a residual (``h + mixer(h)``), so a mixer that returns zeros is
-"no mixer".
-
-On the text side every mixer honours CLIP's causal mask (no token sees a later one) and never
-lets a padding token reach a real one, so that a caption's embedding does not depend on how much
-padding follows it.
+"""Token mixers (kind ``attention``, contract in :mod:`rdbench.adapters.parts`) that work inside
+an adapter's bottleneck space: none, multi-head self-attention, differential attention (RDB's
+DA) and two readings of hierarchical attention (RDB's HA); see docs/method.md.
 """
 
 from __future__ import annotations
@@ -20,18 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdbench.registry import REGISTRY, register
-
-
-class Attention(nn.Module):
-    """Base class of token mixers; see the module docstring for the contract."""
-
-    def __init__(self, dim: int, layer: int = 1, causal: bool = False):
-        super().__init__()
-        self.dim, self.layer, self.causal = dim, layer, causal
-
-
-REGISTRY.define_kind("attention", Attention)
+from rdbench.adapters.parts import Attention
+from rdbench.registry import register
 
 
 def attention_mask(length: int, padding: torch.Tensor | None, causal: bool, device, window: int | None = None) -> torch.Tensor | None:
@@ -95,7 +76,7 @@ def lambda_init_schedule(layer: int) -> float:
 @register("attention/diff")
 class DifferentialAttention(Attention):
     """Differential attention (Differential Transformer V1, Ye et al., arXiv 2410.05258), the
-    reading of RDB's DA in METHOD.md section 2.1.
+    reading of RDB's DA in docs/method.md ("Differential attention").
 
     Per head, two softmax maps from split queries and keys; their difference cancels attention
     noise common to both: ``A = softmax(Q1 K1^T/sqrt d) - lambda softmax(Q2 K2^T/sqrt d)``, with
@@ -186,7 +167,7 @@ class AttentionPooling(nn.Module):
 @register("attention/hierarchical")
 class HierarchicalAttention(Attention):
     """Hierarchical attention, word level then sentence level: the reading of RDB's HA in
-    METHOD.md section 2.2 (the paper does not define HA; after Yang et al.'s hierarchical
+    docs/method.md, "Hierarchical attention" (the paper does not define HA; after Yang et al.'s hierarchical
     attention networks, NAACL 2016).
 
     1. token self-attention (causal on text, padding masked);
@@ -211,7 +192,7 @@ class LocalGlobalAttention(Attention):
     """Hierarchical attention, local then global: phrase windows of width ``window`` (3 tokens),
     then full attention over the phrase-mixed tokens, fused by a gate that starts at zero.
 
-    The second reading of RDB's HA (METHOD.md section 2.2), so a suite can compare the two.
+    The second reading of RDB's HA (docs/method.md, "Hierarchical attention"), so a suite can compare the two.
     """
 
     def __init__(self, dim: int, layer: int = 1, causal: bool = False, heads: int = 4, window: int = 3):

@@ -1,6 +1,6 @@
 """CMAA, the Cross-Modal Asymmetric Adapter of RDB (Ning et al., 2025), and its symmetric twin.
 
-The skeleton shared by both (METHOD.md section 2), in every selected block of each tower::
+The skeleton shared by both (docs/method.md, "CMAA skeleton"), in every selected block of each tower::
 
     h = act(W_down x)            # D -> r
     h = h + mixer(h)             # the tower's token mixer (DA, HA, MHSA or none)
@@ -12,11 +12,8 @@ CMAA puts differential attention in the image tower (VEA) and hierarchical atten
 text tower (TSA). ``adapter/symmetric`` is the same class with one mixer for both towers, so the
 two differ in one place only and a suite line can switch DA, HA or the interaction off.
 
-Interaction contract (kind ``interaction``): built by the adapter with ``dim`` (r) and
-``layer`` (1-based depth); ``forward(h)`` returns a residual added to ``h`` in both towers;
-``shared_width`` (default 0) and ``shared_up(h)`` let an interaction own a slice of the
-up-projection instead (MRS-Adapter's shared up-projection). No token ever crosses towers, so
-images and captions stay independently encodable for gallery retrieval.
+The mixers and the interaction are kinds of their own (contracts in
+:mod:`rdbench.adapters.parts`); the adapter receives them as builders.
 """
 
 from __future__ import annotations
@@ -26,75 +23,15 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from rdbench.adapters.attention import Attention
-from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
-from rdbench.adapters.basic import Scale
 from jsonargparse.typing import PositiveInt
 
-from rdbench.registry import REGISTRY, register
-from rdbench.resolve import Builder, as_builder
-
-
-class Interaction(nn.Module):
-    """Base class of interaction layers; see the module docstring for the contract."""
-
-    shared_width: int = 0
-
-    def __init__(self, dim: int, layer: int = 1):
-        super().__init__()
-        self.dim, self.layer = dim, layer
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(h)
-
-    def shared_up(self, h: torch.Tensor) -> torch.Tensor:
-        """This interaction's slice of the up-projection (``shared_width`` features): empty here.
-        An interaction that sets ``shared_width`` overrides it; one that does not leaves the
-        adapter's output ``shared_width`` features short, so the residual add fails on the first
-        batch instead of training on a silent slice of zeros."""
-        return h.new_zeros(*h.shape[:-1], 0)
-
-
-REGISTRY.define_kind("interaction", Interaction)
-
-
-@register("interaction/none")
-class NoInteraction(Interaction):
-    """No shared layer: the two towers' adapters are independent (CMAA without interaction)."""
-
-
-@register("interaction/shared-mlp")
-class SharedMLPInteraction(Interaction):
-    """A residual MLP ``r -> r/2 -> r`` whose weights both towers use at the same depth (the
-    default reading of RDB's shared interaction layer, METHOD.md section 2.3). Its last layer
-    starts at zero."""
-
-    def __init__(self, dim: int, layer: int = 1, hidden_ratio: float = 0.5):
-        super().__init__(dim, layer)
-        hidden = max(int(dim * hidden_ratio), 1)
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(h)))
-
-
-@register("interaction/shared-slice")
-class SharedSliceInteraction(Interaction):
-    """A shared slice of the up-projection (MRS-Adapter's reading, PE-RSITR 2023): both towers'
-    up-projections end in the same ``r -> width`` map, zero-initialised, concatenated after each
-    tower's own ``r -> D - width`` map."""
-
-    def __init__(self, dim: int, layer: int = 1, width: int = 64):
-        super().__init__(dim, layer)
-        self.shared_width = width
-        self.up = nn.Linear(dim, width)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def shared_up(self, h: torch.Tensor) -> torch.Tensor:
-        return self.up(h)
+from rdbench.adapters.attention import DifferentialAttention, HierarchicalAttention, NoAttention
+from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
+from rdbench.adapters.basic import Scale
+from rdbench.adapters.interactions import NoInteraction, SharedMLPInteraction
+from rdbench.adapters.parts import Attention, Interaction
+from rdbench.registry import register
+from rdbench.resolution.spec import Builder
 
 
 class AdapterBranch(nn.Module):
@@ -139,9 +76,9 @@ class CMAAdapter(Adapter):
     def __init__(
         self,
         bottleneck: PositiveInt = 64,
-        vision_mixer: Builder[Attention] = "attention/diff",  # type: ignore[assignment]
-        text_mixer: Builder[Attention] = "attention/hierarchical",  # type: ignore[assignment]
-        interaction: Builder[Interaction] = "interaction/shared-mlp",  # type: ignore[assignment]
+        vision_mixer: Builder[Attention] = DifferentialAttention,
+        text_mixer: Builder[Attention] = HierarchicalAttention,
+        interaction: Builder[Interaction] = SharedMLPInteraction,
         position: Literal["parallel", "sequential"] = "parallel",
         scale: float = 0.1,
         learnable_scale: bool = False,
@@ -153,11 +90,8 @@ class CMAAdapter(Adapter):
             raise ValueError("bottleneck must be at least 1")
         self.bottleneck, self.position, self.layers, self.dropout = bottleneck, position, layers, dropout
         self.scale_value, self.learnable_scale = scale, learnable_scale
-        self.mixers: dict[str, Callable[..., Attention]] = {
-            "vision": as_builder(vision_mixer, "attention"),
-            "text": as_builder(text_mixer, "attention"),
-        }
-        self.make_interaction = as_builder(interaction, "interaction")
+        self.mixers: dict[str, Callable[..., Attention]] = {"vision": vision_mixer, "text": text_mixer}
+        self.make_interaction = interaction
         self.branches = nn.ModuleDict()
         self.scales = nn.ModuleDict()
         self.interactions = nn.ModuleDict()
@@ -200,8 +134,8 @@ class SymmetricAdapter(CMAAdapter):
     def __init__(
         self,
         bottleneck: PositiveInt = 64,
-        mixer: Builder[Attention] = "attention/none",  # type: ignore[assignment]
-        interaction: Builder[Interaction] = "interaction/none",  # type: ignore[assignment]
+        mixer: Builder[Attention] = NoAttention,
+        interaction: Builder[Interaction] = NoInteraction,
         position: Literal["parallel", "sequential"] = "parallel",
         scale: float = 0.1,
         learnable_scale: bool = False,

@@ -140,7 +140,7 @@ class MRSModule(nn.Module):
         return torch.cat([self.up[tower](h), self.shared_up(h)], dim=-1)
 
 
-@register("adapter/mrs-adapter", tags=("baseline",))
+@register("adapter/mrs-adapter", tags=("baseline",), example={"shared": 8, "bottleneck": 8})
 class MRSAdapter(Adapter):
     """MRS-Adapter (PE-RSITR, Yuan et al., TGRS 2023): **one** adapter module reused by every
     block of both towers, parallel to each MLP with the post-attention stream as input;

@@ -57,7 +57,7 @@ def file_sha256(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-@register("backbone/open-clip")
+@register("backbone/open-clip", example={"architecture": "rdbench-test"})
 class OpenCLIPBackbone(Backbone):
     """Any open_clip architecture, with an open_clip pretrained tag or a local checkpoint.
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdbench.atomic import atomic_path
 from rdbench.backbones.base import Backbone, file_sha256, load_state
 from rdbench.openclip import create_model, open_clip
 from rdbench.registry import register
@@ -45,7 +46,7 @@ def register_architecture() -> None:
         open_clip.add_model_config(CONFIG_PATH)
 
 
-@register("backbone/tiny-rs")
+@register("backbone/tiny-rs", example={"steps": 3, "batch_size": 16, "source_images": 32})
 class TinyRSBackbone(Backbone):
     """Embedded tiny CLIP (open_clip config ``tiny-rs``), pre-trained by rdbench on a synthetic
     source domain and cached; see the module docstring."""
@@ -61,7 +62,7 @@ class TinyRSBackbone(Backbone):
 
     @property
     def recipe(self) -> dict[str, Any]:
-        from rdbench.data import synthetic
+        from rdbench.data.synthetic import generator as synthetic
 
         return {
             "recipe": RECIPE_VERSION,
@@ -99,7 +100,7 @@ def pretrain(backbone: TinyRSBackbone, path: Path) -> None:
     """CLIP pre-training on the synthetic source domain; writes the state dict atomically."""
     from tqdm.auto import tqdm
 
-    from rdbench.data.synthetic import generate_pairs
+    from rdbench.data.synthetic.generator import generate_pairs
 
     started = time.perf_counter()
     print(f"Building the embedded backbone tiny-rs (once; cached at {path})", flush=True)
@@ -138,8 +139,6 @@ def pretrain(backbone: TinyRSBackbone, path: Path) -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # CLIP's cap at a temperature of 100
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a temporary file beside it, fsynced, renamed into place
+        torch.save(model.state_dict(), tmp)
     print(f"tiny-rs ready in {time.perf_counter() - started:.0f}s, sha256 {file_sha256(path)[:16]}", flush=True)

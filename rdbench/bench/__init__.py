@@ -11,7 +11,9 @@ Modules, one per question:
 * :mod:`rdbench.bench.report` - running them in order and writing ``docs/performance.md``;
 * :mod:`rdbench.bench.common` - the shared geometry and the timing rule (interleave, median).
 
-The GPU counterpart is ``bench/gpu.py`` at the repository root (it needs CUDA).
+The GPU counterpart is :mod:`rdbench.bench.gpu` (``python -m rdbench.bench.gpu``; it needs CUDA), and
+:mod:`rdbench.bench.data_cache` (``python -m rdbench.bench.data_cache``) measures the decoded-image
+cache against decoding every epoch.
 """
 
 from rdbench.bench.common import Figure, Settings

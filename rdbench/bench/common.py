@@ -115,19 +115,22 @@ def clip_model(architecture: str = ARCHITECTURE, seed: int = 0):
 
 def build_module(adapter_key: str, model=None, *, feature_cache: bool = False, lr: float = 1e-5):
     """A RetrievalModule with the registered adapter ``adapter_key``, InfoNCE and AdamW
-    (constant schedule), as a suite with these components would build it."""
-    from rdbench.losses.base import CompositeLoss
-    from rdbench.losses.contrastive import InfoNCELoss
-    from rdbench.openclip import open_clip
-    from rdbench.optim import AdamWOptimizer
-    from rdbench.resolve import resolve
-    from rdbench.training.module import RetrievalModule
+    (constant schedule), assembled exactly as a run with these components is
+    (:func:`rdbench.training.assemble.assemble`), around ``model`` or a random ViT-B-32."""
+    from rdbench.resolution.run import DataOptions, ResolvedRun, Selection, as_composite
+    from rdbench.resolution.spec import Prebuilt, resolve
+    from rdbench.suite import RunPlan
+    from rdbench.testing import ModelBackbone
+    from rdbench.training.assemble import assemble
 
-    model = model if model is not None else clip_model()
-    adapter = resolve(adapter_key, "adapter").build()
-    return RetrievalModule(model, adapter, CompositeLoss({"infonce": InfoNCELoss()}),
-                           AdamWOptimizer(lr=lr, schedule="constant"), tuple(open_clip.OPENAI_DATASET_MEAN),
-                           tuple(open_clip.OPENAI_DATASET_STD), feature_cache=feature_cache)
+    components = {
+        "backbone": Prebuilt(ModelBackbone(model if model is not None else clip_model())),
+        "adapter": resolve(adapter_key, "adapter"),
+        "loss": as_composite(resolve("loss/infonce", "loss")),
+        "optimizer": resolve({"name": "optimizer/adamw", "lr": lr, "schedule": "constant"}, "optimizer"),
+    }
+    run = ResolvedRun(RunPlan("bench", adapter_key, 0, 0, {}), components, {}, DataOptions(feature_cache=feature_cache), Selection())
+    return assemble(run, with_data=False).module
 
 
 def random_batch(batch: int, image_size: int, architecture: str = ARCHITECTURE, seed: int = 0) -> dict[str, torch.Tensor]:

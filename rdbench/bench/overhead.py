@@ -43,7 +43,7 @@ def lightning_round(module, batch, warmup: int, steps: int, folder: Path) -> lis
 
     from rdbench.training.callbacks import ResumableCheckpoint
     from rdbench.training.execute import CHECKPOINT_EVERY
-    from rdbench.training.plan import TRAINER_DEFAULTS
+    from rdbench.resolution.run import TRAINER_DEFAULTS
 
     marks: list[float] = []
 

@@ -166,7 +166,7 @@ def figures(settings: Settings) -> list[Figure]:
          "gradient, so without the layout hook every frozen block pays the slower batched product",
          "what to expect: of the three matrix products per linear layer in a full step (forward, input gradient, weight "
          "gradient) a frozen backbone skips only the weight gradient wherever an adapter sits below, so with CMAA in "
-         "every block of both towers (METHOD.md's placement) the ratio cannot fall much below 2/3, plus the adapter's "
+         "every block of both towers (docs/method.md's placement) the ratio cannot fall much below 2/3, plus the adapter's "
          "own cost; full fine-tuning's fused AdamW step over all 151M weights is about 0.2 s of its step. A ratio "
          "<= 0.65 needs PEFT to skip more than the weight gradients (adapters only in the upper blocks, where "
          "backward stops early), which this placement does not"],

@@ -2,8 +2,8 @@
 
 Both read a real dataset through the real loaders: the embedded synthetic dataset written to a
 temporary folder, decoded and resized once to 224 px into the decoded-image cache of
-:mod:`rdbench.data.cache` (a temporary ``$RDBENCH_CACHE``, so the user's cache is untouched) and
-memory-mapped by :class:`~rdbench.data.loaders.RetrievalDataModule`, as a suite run does.
+:mod:`rdbench.data.loading.cache` (a temporary ``$RDBENCH_CACHE``, so the user's cache is untouched) and
+memory-mapped by :class:`~rdbench.data.loading.loaders.RetrievalDataModule`, as a suite run does.
 
 * Feature cache: CLIP-Adapter on ViT-B-32 trained by a real Lightning Trainer, plain (towers
   every step) and cached (:mod:`rdbench.training.feature_cache`), in interleaved fits of two
@@ -45,7 +45,7 @@ def bench_dataset(train_images: int, val_images: int):
 
 
 def datamodule(table, settings: Settings):
-    from rdbench.data.loaders import RetrievalDataModule
+    from rdbench.data.loading.loaders import RetrievalDataModule
     from rdbench.openclip import open_clip
     from rdbench.transforms import ResizeTransform
 
@@ -100,6 +100,7 @@ def feature_agreement(cached, plain_data) -> float:
 
 def feature_cache_figure(table, settings: Settings, adapter: str = "adapter/clip-adapter", rounds: int = 2) -> Figure:
     from rdbench.evaluation import METRIC_NAMES
+    from rdbench.training.evaluate import evaluate
     from rdbench.training.feature_cache import FeatureCacheData
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -111,8 +112,9 @@ def feature_cache_figure(table, settings: Settings, adapter: str = "adapter/clip
     def validate() -> dict[str, dict[str, float]]:
         out = {}
         for name, module, data in pairs:
-            _trainer().validate(module, datamodule=data, verbose=False)
-            out[name] = {m: module.last_eval["val"][m] for m in (*METRIC_NAMES, "ties_i2t", "ties_t2i")}
+            result = evaluate(_trainer(), module, data, "val")
+            values = {**result.metrics, **result.counts}
+            out[name] = {m: values[m] for m in (*METRIC_NAMES, "ties_i2t", "ties_t2i")}
         return out
 
     before = validate()  # same weights: the two evaluation paths must agree exactly
@@ -165,7 +167,7 @@ def data_figure(table, settings: Settings, train_step_s: float, min_seconds: flo
         epochs += 1
     loader_rate = samples / (time.perf_counter() - start)
     step_rate = settings.batch / train_step_s
-    cache = "the decoded-image cache of rdbench.data.cache (memory-mapped uint8 arrays)"
+    cache = "the decoded-image cache of rdbench.data.loading.cache (memory-mapped uint8 arrays)"
     return Figure(
         "Data loading, train DataLoader throughput / PEFT training step throughput", loader_rate / step_rate, "x",
         ">= 5", loader_rate / step_rate >= 5,

@@ -2,8 +2,8 @@
 
 The document is generated, so that every number in it comes from one run of one command on one
 machine; its method header is written here by hand. The accelerator section at its end belongs
-to ``bench/gpu.py`` (which appends CUDA measurements to it) and is carried over unchanged when
-the CPU figures are regenerated.
+to ``python -m rdbench.bench.gpu`` (which appends CUDA measurements to it) and is carried over
+unchanged when the CPU figures are regenerated.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Callable
 
 import torch
 
+from rdbench.atomic import write_atomic
 from rdbench.bench.common import Figure, Settings, machine
 
 SECTIONS = ("peft", "overhead", "evaluation", "cache", "data")
 GPU_HEADING = "## Accelerators"
-GPU_PLACEHOLDER = ("Not yet measured on a GPU. On a CUDA machine, run `python bench/gpu.py --append docs/performance.md`: "
+GPU_PLACEHOLDER = ("Not yet measured on a GPU. On a CUDA machine, run `python -m rdbench.bench.gpu --append docs/performance.md`: "
                    "it measures ViT-B-32 PEFT (CMAA) and full fine-tuning throughput with bf16 autocast and fused AdamW, "
                    "and the model FLOP utilisation, and appends them here with the card's name.")
 
@@ -136,7 +137,4 @@ def existing_gpu_section(path: Path) -> str | None:
 
 
 def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)

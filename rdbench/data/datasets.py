@@ -3,6 +3,19 @@
 Contract of a ``dataset/*`` component: ``load_table()`` returns the caption table of
 :mod:`rdbench.data.table` (one row per caption: image id, path, caption, split, label, source);
 ``describe()`` returns what a record needs to identify it beyond the table's fingerprint.
+
+The components: ``dataset/synthetic-rs`` (the embedded dataset, generated on any machine), and
+the datasets read from a folder the user points to: ``dataset/rsicd``, ``dataset/rsitmd``,
+``dataset/captions``, and ``dataset/transfer`` (train on one, test on another).
+
+Neither RSICD nor RSITMD can be downloaded by a program (docs/datasets.md, "The two datasets"), so the folder
+components only read: the annotations in any of the five formats
+(:mod:`rdbench.data.formats.layout`), the split scheme (:mod:`rdbench.data.formats.splits`) and,
+optionally, an overlap list of images to keep out of train and val. ``root: null`` (the
+default) reads ``$RDBENCH_RSICD_ROOT`` or ``$RDBENCH_RSITMD_ROOT``, so one suite file serves
+every machine. Nothing is checked when the component is built: ``rdbench validate`` must pass
+on a machine without the data, and :meth:`FolderDataset.load_table` says exactly which folder or
+file is missing and what layout it expects.
 """
 
 from __future__ import annotations
@@ -10,14 +23,19 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from jsonargparse.typing import PositiveInt
 
+from rdbench.data.formats.csvfiles import CsvOptions
+from rdbench.data.formats.layout import Annotations, expected_layout, find_annotations, format_summary, read_annotations
+from rdbench.data.formats.splits import DEFAULT_VAL_FRACTION, apply_splits, carve_validation, exclude_images, has_split
+from rdbench.data.table import make_table
+from rdbench.errors import DataError
 from rdbench.registry import REGISTRY, register
-
 
 class Dataset(abc.ABC):
     """Base class of datasets; see the module docstring for the contract."""
@@ -33,9 +51,9 @@ class Dataset(abc.ABC):
 REGISTRY.define_kind("dataset", Dataset)
 
 
-@register("dataset/synthetic-rs")
+@register("dataset/synthetic-rs", example={"train": 8, "val": 4, "test": 4, "image_size": 32})
 class SyntheticRSDataset(Dataset):
-    """The embedded dataset (DATA.md section 5): synthetic aerial scenes with RSICD-style captions.
+    """The embedded dataset (docs/datasets.md, "The embedded synthetic dataset"): synthetic aerial scenes with RSICD-style captions.
 
     Generated deterministically from ``seed`` (the data's own seed, not the run's: every seed of
     a suite is evaluated on the same test split), written to disk in format A (Karpathy-style
@@ -56,18 +74,198 @@ class SyntheticRSDataset(Dataset):
         if self.root is not None:
             return self.root
         from rdbench.backbones.tiny_rs import cache_dir
-        from rdbench.data import synthetic
+        from rdbench.data.synthetic import generator as synthetic
 
         key = json.dumps({"splits": self.splits, "size": self.image_size, "seed": self.seed,
                           "generator": getattr(synthetic, "GENERATOR_VERSION", 1)}, sort_keys=True)
         return cache_dir() / "data" / f"synthetic-rs-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def load_table(self) -> pl.DataFrame:
-        from rdbench.data.karpathy import read_karpathy_json
-        from rdbench.data.synthetic import write_synthetic_dataset
+        from rdbench.data.formats.karpathy import read_karpathy_json
+        from rdbench.data.synthetic.generator import write_synthetic_dataset
 
         json_path = write_synthetic_dataset(self._root(), splits=self.splits, image_size=self.image_size, seed=self.seed)
         return read_karpathy_json(json_path)
 
     def describe(self) -> dict[str, Any]:
         return {"root": str(self._root()), "format": "A"}
+
+
+# -- datasets read from a folder ---------------------------------------------------------------
+Format = Literal["auto", "A", "B", "C", "D", "E"]
+Scheme = Literal["auto", "native", "pir", "carve"]
+
+
+class FolderDataset(Dataset):
+    """A caption dataset in a folder, in any of the five formats; see the module docstring.
+
+    ``format`` "auto" recognises the layout (A, C, B, then CSV). ``split_scheme``: "native"
+    keeps the files' splits, "pir" takes the PIR/HarMA splits from format-C files in the same
+    folder, "carve" moves ``val_fraction`` of train to val (class-stratified, seeded by
+    ``seed``), "auto" is native when the files have a val split and carve otherwise.
+    ``exclude`` is an overlap list (``rdbench data overlap``): those images leave train and val.
+    ``encoding`` applies to text annotations (B, D, E), e.g. gb18030.
+    """
+
+    name = "captions"
+    env_var: str | None = None
+    canonical_test: tuple[int, int] | None = None  # (images, captions) of the published test split
+
+    def __init__(
+        self,
+        root: str | None = None,
+        format: Format = "auto",
+        split_scheme: Scheme = "auto",
+        image_dir: str | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        seed: int = 0,
+        exclude: str | None = None,
+        encoding: str | None = None,
+    ):
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        self.root, self.format, self.split_scheme = root, format, split_scheme
+        self.image_dir, self.val_fraction, self.seed = image_dir, val_fraction, seed
+        self.exclude, self.encoding = exclude, encoding
+        self._described: dict[str, Any] = {}
+
+    def csv_options(self) -> CsvOptions:
+        return CsvOptions(encoding=self.encoding)
+
+    def resolve_root(self) -> Path:
+        """The root folder: ``root``, else the environment variable, else a DataError."""
+        if self.root:
+            return Path(self.root).expanduser()
+        value = os.environ.get(self.env_var or "", "") if self.env_var else ""
+        if value:
+            return Path(value).expanduser()
+        key = getattr(self, "registry_key", f"dataset/{self.name}")
+        where = f"pass root: DIR or set ${self.env_var}" if self.env_var else "pass root: DIR"
+        raise DataError(f"{key}: no dataset root ({where}; the folder holds annotations in one of the "
+                        f"formats {expected_layout(self.name)})")
+
+    def find(self) -> Annotations:
+        return find_annotations(self.resolve_root(), self.format, self.name)
+
+    def read_native(self) -> tuple[pl.DataFrame, Annotations]:
+        """The table with the files' own splits, and which files it came from."""
+        found = self.find()
+        return read_annotations(found, self.image_dir, self.csv_options()), found
+
+    def load_table(self) -> pl.DataFrame:
+        table, found = self.read_native()
+        scheme = self.split_scheme
+        if scheme == "auto":
+            scheme = "native" if has_split(table, "val") else "carve"
+        info: dict[str, Any] = {"name": self.name, "root": str(found.root), "format": found.format,
+                                "annotations": found.names(), "split_scheme": scheme}
+        if scheme == "pir" and found.format != "C":
+            try:
+                pir = find_annotations(found.root, "C", self.name)
+            except DataError:
+                raise DataError(f"{found.root}: split_scheme 'pir' needs the PIR/HarMA files "
+                                f"({self.name}_train.json, {self.name}_val.json, {self.name}_test.json) "
+                                "beside the annotations") from None
+            table = apply_splits(table, read_annotations(pir, self.image_dir), ", ".join(pir.names()))
+            info["splits_from"] = pir.names()
+        elif scheme == "carve":
+            table = carve_validation(table, self.val_fraction, self.seed)
+            info.update(val_fraction=self.val_fraction, seed=self.seed)
+        if self.exclude:
+            from rdbench.data.loading.overlap import excluded_ids, file_sha256
+
+            table, removed = exclude_images(table, excluded_ids(self.exclude, self.name), Path(self.exclude))
+            info["exclude"] = {"file": str(self.exclude), "sha256": file_sha256(self.exclude), "removed": len(removed)}
+        self._described = info
+        return table
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._described) or {"name": self.name, "root": self.root, "format": self.format}
+
+    def summary(self, found: Annotations) -> str:
+        return f"{self.name}: {found.root}, {format_summary(found)}"
+
+
+@register("dataset/rsicd", example={"root": "{example_root}"})
+class RSICDDataset(FolderDataset):
+    """RSICD (Lu et al., 2018): 10,921 images, 5 captions each, 30 scene classes, from a folder.
+
+    ``root`` null reads ``$RDBENCH_RSICD_ROOT``. Any of the five formats; the test split
+    (1,093 images, 5,465 captions) is the same in all, and ``rdbench data verify rsicd`` checks it.
+    """
+
+    name = "rsicd"
+    env_var = "RDBENCH_RSICD_ROOT"
+    canonical_test = (1093, 5465)
+
+
+@register("dataset/rsitmd", example={"root": "{example_root}"})
+class RSITMDDataset(FolderDataset):
+    """RSITMD (Yuan et al., 2022): 4,743 images, 5 captions each, 32 scene classes, from a folder.
+
+    ``root`` null reads ``$RDBENCH_RSITMD_ROOT``. The original release has no val split, so the
+    default scheme carves one (20 % of train, stratified), or "pir" takes PIR's (856 images).
+    """
+
+    name = "rsitmd"
+    env_var = "RDBENCH_RSITMD_ROOT"
+    canonical_test = (452, 2260)
+
+
+@register("dataset/captions", example={"root": "{example_root}"})
+class CaptionsDataset(FolderDataset):
+    """Any other image-caption set in one of the five formats, such as an open_clip CSV.
+
+    ``name`` identifies it in overlap lists and picks its files in a shared folder; the CSV
+    options (``image_column``, ``caption_column``, ``separator``) default to what the header
+    says (open_clip's ``filepath``/``title``, tab or comma).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        name: str = "captions",
+        format: Format = "auto",
+        split_scheme: Scheme = "auto",
+        image_dir: str | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        seed: int = 0,
+        exclude: str | None = None,
+        encoding: str | None = None,
+        image_column: str | None = None,
+        caption_column: str | None = None,
+        separator: str | None = None,
+    ):
+        super().__init__(root, format, split_scheme, image_dir, val_fraction, seed, exclude, encoding)
+        self.name = name
+        self.image_column, self.caption_column, self.separator = image_column, caption_column, separator
+
+    def csv_options(self) -> CsvOptions:
+        return CsvOptions(self.image_column, self.caption_column, self.separator, self.encoding)
+
+
+@register("dataset/transfer", example={"train": {"name": "dataset/rsicd", "root": "{example_root}"},
+                                        "test": {"name": "dataset/rsitmd", "root": "{example_root_b}"}})
+class TransferDataset(Dataset):
+    """Train and validate on one dataset, test on another (RSICD -> RSITMD and back).
+
+    Train and val rows come from ``train``, test rows from ``test``. Shared images are not
+    removed here: give ``train`` an ``exclude`` list written by ``rdbench data overlap`` (the
+    record then names the list and how many images it removed), so the exclusion is visible in
+    the config rather than implied.
+    """
+
+    def __init__(self, train: Dataset, test: Dataset):
+        self.train, self.test = train, test
+
+    def load_table(self) -> pl.DataFrame:
+        train = self.train.load_table().filter(pl.col("split") != "test")
+        test = self.test.load_table().filter(pl.col("split") == "test")
+        clash = set(train["image_id"].to_list()) & set(test["image_id"].to_list())
+        if clash:
+            raise DataError(f"dataset/transfer: image id '{sorted(clash)[0]}' is in both datasets "
+                            f"({len(clash)} shared ids); exclude them from train with an overlap list")
+        return make_table(pl.concat([train, test]).to_dicts())
+
+    def describe(self) -> dict[str, Any]:
+        return {"train": self.train.describe(), "test": self.test.describe()}

@@ -1,6 +1,6 @@
 """The caption table: the one in-memory shape that every annotation reader produces.
 
-RSICD and RSITMD circulate in five annotation formats (DATA.md section 2). Rather than teach the
+RSICD and RSITMD circulate in five annotation formats (docs/datasets.md, "The five annotation formats"). Rather than teach the
 evaluator, the training loop and the verification command about each of them, every reader turns
 its format into this table and everything downstream reads only the table. One row per caption:
 

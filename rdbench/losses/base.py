@@ -86,22 +86,23 @@ class FixedWeighting(Weighting):
         return total, weights
 
 
-@register("loss/composite")
+@register("loss/composite", defaults={"weighting": "weighting/fixed"},
+          example={"terms": {"infonce": "loss/infonce"}})
 class CompositeLoss(LossTerm):
     """Named loss terms combined by a weighting; what the LightningModule optimises.
 
-    A suite's ``loss`` slot may name a single term (``loss/infonce``): the runner then wraps it
-    as the only term of a composite with fixed weight 1, so the module always sees this class.
+    A suite's ``loss`` slot may name a single term (``loss/infonce``): resolution then wraps it
+    as the only term of a composite with fixed weights, so ``config.yaml`` shows the composite
+    that runs and the module always sees this class. Without a weighting (Python use) the
+    weights are fixed at 1.
     """
 
-    def __init__(self, terms: dict[str, LossTerm], weighting: Weighting = "weighting/fixed"):  # type: ignore[assignment]
+    def __init__(self, terms: dict[str, LossTerm], weighting: Weighting | None = None):
         super().__init__()
         if not terms:
             raise ValueError("a composite loss needs at least one term")
         self.terms = nn.ModuleDict(terms)
-        from rdbench.resolve import as_component
-
-        self.weighting = as_component(weighting, "weighting")
+        self.weighting = weighting if weighting is not None else FixedWeighting()
         self.weighting.prepare(list(terms))
 
     def setup(self, module: Any) -> None:

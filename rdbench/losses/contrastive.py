@@ -37,7 +37,7 @@ def positive_mask(image_ids: torch.Tensor) -> torch.Tensor:
 class InfoNCELoss(LossTerm):
     """Symmetric InfoNCE (CLIP's objective) with multi-positive targets by image id.
 
-    The DTCL cross-modal term in METHOD.md section 3. Logits are cosine similarities times the
+    The DTCL cross-modal term in docs/method.md ("DTCL"). Logits are cosine similarities times the
     backbone's own temperature (frozen under PEFT, trained under full fine-tuning). A caption
     batch often holds several captions of one image: they are all positives, with the target
     distribution spread evenly over them, so that a duplicate is never pushed away as a negative.

@@ -1,4 +1,4 @@
-"""The terms of RDB's Dual-Task Consistency Loss beyond the contrastive one (METHOD.md §3).
+"""The terms of RDB's Dual-Task Consistency Loss beyond the contrastive one (docs/method.md, "DTCL").
 
 The paper states only "an adaptive weighted combination of cross-modal, classification, and
 exponential moving average consistency constraints"; each term below is one reading, its own
@@ -111,7 +111,7 @@ def _buffer(name: str) -> str:
 
 @register("loss/ema-consistency")
 class EMAConsistencyLoss(_MeanTeacher):
-    """EMA consistency, DTCL's third term (mean-teacher reading, METHOD.md §3): the student's
+    """EMA consistency, DTCL's third term (mean-teacher reading, docs/method.md, "DTCL"): the student's
     in-batch image-to-text and text-to-image similarity distributions are pulled to the EMA
     teacher's by KL divergence, both directions averaged. Decay 0.999 with the usual warm-up
     ``min(decay, (1 + t) / (10 + t))``. The teacher never receives a gradient.

@@ -1,5 +1,5 @@
 """Adaptive weightings of loss terms (kind ``weighting``): DTCL's "adaptive weighted
-combination" (METHOD.md §3) and its alternatives. ``weighting/fixed`` lives in
+combination" (docs/method.md, "DTCL") and its alternatives. ``weighting/fixed`` lives in
 :mod:`rdbench.losses.base` beside the contract."""
 
 from __future__ import annotations

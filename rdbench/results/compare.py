@@ -1,10 +1,12 @@
 """Collect run records into comparison tables (the engine behind ``rdbench compare``).
 
-Every run writes ``results/<suite>/<run>/seed<k>/record.json``. This module reads all of them,
-averages each run over its successful seeds and hands one table per suite to the renderers in
-:mod:`rdbench.results.tables` and :mod:`rdbench.results.latex`. It reads records (and the
-per-query ``test_ranks.json`` beside them) only, never checkpoints, so a comparison can be made
-from results copied off another machine.
+Every run writes ``results/<suite>/<run>/seed<k>/record.json``. This module reads all of them
+(through :meth:`rdbench.results.record.Record.from_json`, the one reader of records, which
+accepts schema versions 1 and 2), averages each run over its successful seeds and hands one
+table per suite (:mod:`rdbench.results.tables`) to the renderer of the chosen format
+(:mod:`rdbench.results.render_text`, :mod:`rdbench.results.render_latex`). It reads records
+(and the per-query ``test_ranks.json`` beside them) only, never checkpoints, so a comparison can
+be made from results copied off another machine.
 
 Three rules keep the tables honest: failed and unfinished seeds are counted and shown rather than
 dropped, seeds that used a different dataset (fingerprint) or backbone are never averaged
@@ -20,9 +22,11 @@ from pathlib import Path
 import polars as pl
 
 from rdbench.errors import RdbenchError
-from rdbench.results.formats import FORMATS, check_format, human_count, render, write_frame  # noqa: F401
+from rdbench.results.record import RECORD_FILE, Record
+from rdbench.results.render_latex import render_latex
+from rdbench.results.render_text import DATA_FORMATS, TEXT_FORMATS, render_text, write_frame
 
-SCHEMA_VERSION = 1
+FORMATS = (*TEXT_FORMATS, "latex", *DATA_FORMATS)
 #: Cost fields averaged like metrics (``trainable_params`` is a property of the method instead).
 COST_VALUES = ("train_time_s", "peak_mem_bytes", "total_params")
 #: Metrics every summary has (null when no seed reported them), so outputs keep one schema.
@@ -33,61 +37,47 @@ _BASE_SCHEMA = {
     "status": pl.String, "error": pl.String, "adapter": pl.String, "dataset": pl.String,
     "dataset_fingerprint": pl.String, "backbone": pl.String, "trainable_params": pl.Int64,
     "adapter_params": pl.Int64, "total_params": pl.Int64, "backbone_params": pl.Int64, "train_time_s": pl.Float64,
-    "peak_mem_bytes": pl.Int64, "finished_at": pl.String, "path": pl.String,
+    "peak_mem_bytes": pl.Int64, "finished_at": pl.String, "schema_version": pl.Int64, "path": pl.String,
 }
 # Seeds differing in any of these are different experiments, so they are never pooled.
 _VARIANT_COLS = ("dataset", "dataset_fingerprint", "backbone")
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise RdbenchError(f"--format: unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+
+
+def render(tables, fmt: str = "table") -> str:
+    """Render suite tables as text: ``table`` (terminal), ``markdown`` or ``latex``."""
+    check_format(fmt)
+    if fmt in DATA_FORMATS:
+        raise RdbenchError(f"--format {fmt}: is a data format; use write_frame")
+    if fmt == "latex":
+        return "\n".join(render_latex(t) for t in tables)
+    return render_text(tables, fmt)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_name(value) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
 def _is_num(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _section(record: dict, name: str) -> dict:
-    """Return an optional object field ({} when absent); any other type is a malformed record."""
-    value = record.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"'{name}' is not an object")
-    return value
-
-
-def _flatten(record) -> dict:
-    """Turn one schema-1 record into a flat row; ValueError names the first bad field."""
-    if not isinstance(record, dict):
-        raise ValueError("is not a JSON object")
-    # Any status string is accepted: besides success/failed, a record left behind by a crashed
-    # or still running process ("running") must be counted, not rejected.
-    checks = {"suite": _is_name, "run": _is_name, "run_index": _is_int, "seed": _is_int,
-              "status": _is_name}
-    for name, ok in checks.items():
-        if name not in record:
-            raise ValueError(f"lacks required field '{name}'")
-        if not ok(record[name]):
-            raise ValueError(f"field '{name}' has an invalid value {record[name]!r}")
-    components, cost = _section(record, "components"), _section(record, "cost")
-    provenance, metrics = _section(record, "provenance"), _section(record, "metrics")
-    train = _section(record, "train")
-    bad = [k for k, v in metrics.items() if v is not None and not _is_num(v)]
-    if bad:
-        raise ValueError(f"metric '{bad[0]}' is not a number")
+def _flatten(record: Record) -> dict:
+    """Turn one checked record into a flat row (cost and training values that are not numbers
+    are left empty rather than rejected: they are informative only)."""
+    components, cost, provenance = record.components, record.cost, record.provenance
 
     def key(section: dict, name: str, part: str = "key"):
         sub = section.get(name)
         value = sub.get(part) if isinstance(sub, dict) else None
         return value if isinstance(value, str) else None
 
-    row = {f: record[f] for f in ("suite", "run", "run_index", "seed", "status")}
-    row["error"] = None if record.get("error") is None else str(record["error"])
+    row = {"suite": record.suite, "run": record.run, "run_index": record.run_index,
+           "seed": record.seed, "status": record.status, "error": record.error}
     row["adapter"] = key(components, "adapter")
     # Provenance says what was actually used; components are the fallback for early failures.
     row["dataset"] = key(provenance, "dataset") or key(components, "dataset")
@@ -96,12 +86,12 @@ def _flatten(record) -> dict:
     for name in ("trainable_params", "adapter_params", "total_params", "backbone_params", "peak_mem_bytes"):
         row[name] = cost.get(name) if _is_int(cost.get(name)) else None
     row["train_time_s"] = float(cost["train_time_s"]) if _is_num(cost.get("train_time_s")) else None
-    finished = record.get("finished_at")
-    row["finished_at"] = finished if isinstance(finished, str) else None
-    row.update({f"value:{k}": (None if v is None else float(v)) for k, v in metrics.items()})
+    row["finished_at"] = record.finished_at
+    row["schema_version"] = record.schema_version
+    row.update({f"value:{k}": v for k, v in record.metrics.items()})
     # Training summaries are informative only, so a non-number there is skipped, not fatal.
     row.update({f"value:{k if k.startswith('train/') else 'train/' + k}": float(v)
-                for k, v in train.items() if _is_num(v)})
+                for k, v in record.train.items() if _is_num(v)})
     return row
 
 
@@ -118,19 +108,14 @@ def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, l
         raise RdbenchError(f"{root}: results folder does not exist")
     warnings: list[str] = []
     rows: dict[tuple, dict] = {}
-    for path in sorted(root.rglob("record.json")):
+    for path in sorted(root.rglob(RECORD_FILE)):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             warnings.append(f"{path}: not readable as JSON ({exc}); skipped")
             continue
-        version = record.get("schema_version") if isinstance(record, dict) else None
-        if isinstance(record, dict) and version != SCHEMA_VERSION:
-            warnings.append(f"{path}: schema_version {version!r} is not supported "
-                            f"(expected {SCHEMA_VERSION}); skipped")
-            continue
         try:
-            row = _flatten(record)
+            row = _flatten(Record.from_json(data))
         except ValueError as exc:
             warnings.append(f"{path}: {exc}; skipped")
             continue
@@ -186,9 +171,10 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
     ``failed`` and ``incomplete`` (any other status, e.g. ``running``) keep the rest visible.
     ``paths`` lists the successful seeds' records, for tests that need per-seed values.
     ``backbone_params`` is the backbone's own size as the records state it (counted before the
-    adapter attaches); records written before that field existed fall back to the smallest
-    ``total_params`` recorded with the row's backbone (exact when any run adds nothing, such as
-    zero-shot or full fine-tuning, a close upper bound otherwise). Rows are ordered by suite, then position in the suite file. Column ``base_run``
+    adapter attaches); schema-version-1 records, which lack that field, fall back to the
+    smallest ``total_params`` recorded with the row's backbone by a version-1 record (exact when
+    any run adds nothing, such as zero-shot or full fine-tuning, a close upper bound otherwise).
+    Rows are ordered by suite, then position in the suite file. Column ``base_run``
     is the run name; ``run`` gets a suffix when seeds of one run used different datasets or
     backbones and had to be split.
     """
@@ -220,7 +206,8 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
                  .cast(pl.Float64).alias(f"{m}_std")]
     out = df.group_by([*run_keys, *_VARIANT_COLS], maintain_order=True).agg(aggs)
     sizes = (df.filter(ok & pl.col("total_params").is_not_null()).group_by("backbone")
-             .agg(pl.coalesce(pl.col("backbone_params").drop_nulls().min(), pl.col("total_params").min())
+             .agg(pl.coalesce(pl.col("backbone_params").drop_nulls().min(),
+                              pl.col("total_params").filter(pl.col("schema_version") == 1).min())
                   .alias("backbone_params")))
     out = out.join(sizes, on="backbone", how="left", nulls_equal=True)
 
@@ -253,7 +240,7 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
             n_boot: int = 1000, seed: int = 0) -> Comparison:
     """Load, summarize, test and render records: everything ``rdbench compare`` does.
 
-    ``references`` is True for every published table in ``registry/reference/`` or a list of
+    ``references`` is True for every published table in ``rdbench/results/published/`` or a list of
     their names. ``output`` is required for parquet (binary) and optional for csv; the file is
     then listed in ``files`` and ``text`` says where it went.
     """

@@ -1,61 +1,191 @@
-"""The run record (``record.json``, schema version 1) and atomic writes.
+"""The run record: ``record.json``, one per run and seed, as the :class:`Record` type.
 
-A record is written once per run and seed, always atomically (a temporary file in the same
-folder, flushed and fsynced, then renamed over the target), so that a reader never sees half a
-record and a crash never leaves a corrupt one.
+A record is written once per run and seed, always atomically (:mod:`rdbench.atomic`: a
+temporary file in the same folder, fsynced, renamed over the target, then the folder fsynced),
+so that a reader never sees half a record and a crash never leaves a corrupt one.
+
+Schema versions. New records are version 2 (:data:`SCHEMA_VERSION`); version-1 records, written
+before ``cost.backbone_params`` existed, are still read:
+
+* both versions need ``suite`` and ``run`` (non-empty strings), ``run_index`` and ``seed``
+  (integers), ``status`` (a non-empty string: ``running``, ``success``, ``failed``, ``pruned``
+  or any other), ``metrics`` values that are numbers or null, and, where present, ``error``,
+  ``started_at`` and ``finished_at`` strings or null, the sections ``components``,
+  ``metrics``, ``eval``, ``train``, ``cost``, ``provenance`` objects, ``selection`` an object
+  or null and ``resumed_from_step`` / ``failed_at_step`` integers or null;
+* version 2 additionally requires, on a ``success`` record, ``cost.backbone_params`` (an
+  integer: the backbone's own parameter count, before an adapter attaches) and ``selection``
+  (an object: the monitor, best score and checkpoint). A run that failed, was pruned or is
+  still running may lack both, since it can stop before the model is built;
+* a version-1 record loads with ``cost["backbone_params"] = None`` and ``selection = None``
+  where it lacks them, and keeps ``schema_version == 1`` so readers can tell (``rdbench
+  compare`` then falls back to the smallest ``total_params`` of the backbone).
+
+Other sections are kept as written (``rdbench compare`` skips a cost or training value that is
+not a number rather than rejecting the record).
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import os
 import subprocess
-import tempfile
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rdbench.atomic import write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions :meth:`Record.from_json` reads.
+SUPPORTED_VERSIONS = (1, 2)
 RECORD_FILE = "record.json"
 CONFIG_FILE = "config.yaml"
 #: Per-query ranks on the test split: {"split": "test", "i2t": [rank per image], "t2i": [rank per caption]}.
 RANKS_FILE = "test_ranks.json"
 PACKAGES = ("rdbench", "torch", "torchvision", "open_clip_torch", "lightning", "polars", "numpy")
 
-
-def write_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_SECTIONS = ("components", "metrics", "eval", "train", "cost", "provenance")
+_STEPS = ("resumed_from_step", "failed_at_step")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def write_yaml(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+def _is_name(value) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at ``path``, or None if it is absent or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def _is_num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+@dataclass(kw_only=True)
+class Record:
+    """One run at one seed: what ran, what it measured, what it cost and where it came from.
+
+    ``components``: slot -> ``{key, class_path, init_args, source}``. ``metrics``: ``val/...``
+    and ``test/...`` (``i2t_R@1`` ... ``mR``, in percent) -> number or None. ``eval``: per split
+    ``{n_images, n_captions, ties_i2t, ties_t2i}``. ``train``: final training summaries
+    (``train/loss``, ``epochs``, ``steps``). ``cost``: ``trainable_params``, ``adapter_params``,
+    ``total_params``, ``backbone_params``, ``train_time_s``, ``peak_mem_bytes``,
+    ``peak_mem_kind`` and optionally ``feature_cache``. ``provenance``: ``packages``,
+    ``code_version``, ``backbone`` (``key``, checksum, ...) and ``dataset`` (``key``,
+    ``fingerprint``, ...). ``selection``: ``{monitor, best_score, checkpoint}``.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    suite: str
+    run: str
+    run_index: int
+    seed: int
+    status: str
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
+    resumed_from_step: int | None = None
+    failed_at_step: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``record.json`` holds it (a fresh dict); unset step fields are left out."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+        for name in _STEPS:
+            if out[name] is None:
+                del out[name]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Record:
+        """Check and load a parsed ``record.json`` (schema version 1 or 2).
+
+        Raises ValueError naming the first bad field, e.g. ``lacks required field 'seed'`` or
+        ``metric 'test/mR' is not a number``; an unknown version raises ``schema_version 3 is
+        not supported (supported: 1, 2)``. ``data`` is not modified.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("is not a JSON object")
+        version = data.get("schema_version")
+        if not _is_int(version) or version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"schema_version {version!r} is not supported "
+                             f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+        # Any status string is accepted: besides success/failed, a record left behind by a
+        # crashed or still running process ("running") must be counted, not rejected.
+        checks = {"suite": _is_name, "run": _is_name, "run_index": _is_int, "seed": _is_int,
+                  "status": _is_name}
+        for name, ok in checks.items():
+            if name not in data:
+                raise ValueError(f"lacks required field '{name}'")
+            if not ok(data[name]):
+                raise ValueError(f"field '{name}' has an invalid value {data[name]!r}")
+        for name in ("error", "started_at", "finished_at"):
+            if not _is_text(data.get(name)):
+                raise ValueError(f"field '{name}' has an invalid value {data[name]!r}")
+        sections = {}
+        for name in _SECTIONS:
+            value = data.get(name)
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"'{name}' is not an object")
+            sections[name] = copy.deepcopy(value) if value is not None else {}
+        bad = [k for k, v in sections["metrics"].items() if v is not None and not _is_num(v)]
+        if bad:
+            raise ValueError(f"metric '{bad[0]}' is not a number")
+        sections["metrics"] = {k: None if v is None else float(v) for k, v in sections["metrics"].items()}
+        selection = data.get("selection")
+        if selection is not None and not isinstance(selection, dict):
+            raise ValueError("'selection' is not an object")
+        for name in _STEPS:
+            value = data.get(name)
+            if value is not None and not _is_int(value):
+                raise ValueError(f"field '{name}' has an invalid value {value!r}")
+        if version == 1:
+            sections["cost"].setdefault("backbone_params", None)  # did not exist in version 1
+        elif data["status"] == "success":
+            if not _is_int(sections["cost"].get("backbone_params")):
+                raise ValueError("lacks required field 'cost.backbone_params' (an integer, "
+                                 "required on a successful version-2 record)")
+            if selection is None:
+                raise ValueError("lacks required field 'selection' (required on a successful "
+                                 "version-2 record)")
+        return cls(
+            schema_version=version,
+            **{name: data[name] for name in checks},
+            **{name: data.get(name) for name in ("error", "started_at", "finished_at")},
+            **sections,
+            selection=copy.deepcopy(selection),
+            **{name: data.get(name) for name in _STEPS},
+        )
+
+    def write(self, folder: str | Path) -> Path:
+        """Write ``folder/record.json`` atomically; returns its path."""
+        path = Path(folder) / RECORD_FILE
+        write_json(path, self.to_json())
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> Record | None:
+        """The record at ``path`` (a ``record.json`` or the folder holding one), or None if it
+        is absent, unreadable or not a valid record."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RECORD_FILE
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None
 
 
 def now() -> str:

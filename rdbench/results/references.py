@@ -1,8 +1,8 @@
-"""Published reference rows: ``registry/reference/<name>.yaml``, one file per source table.
+"""Published reference rows: ``rdbench/results/published/<name>.yaml``, one file per source table.
 
 Readers judge a new method against what is already published, so ``rdbench compare
 --references`` can print published numbers beside measured ones. They are kept as data (YAML,
-copied exactly from the papers and READMEs listed in ``/work/shared/design/REFERENCES.md``)
+copied exactly from the papers and READMEs listed in docs/references.md)
 rather than code, so that a correction is a one-line diff next to its citation. Published rows
 are never ranked, tested or averaged with rdbench's own: they come from other code, other seeds
 and sometimes other evaluation rules.
@@ -32,10 +32,12 @@ DATASETS = ("rsicd", "rsitmd")
 KS = (1, 5, 10)
 
 
-def reference_dir() -> Path:
-    from rdbench.registry import PACKAGE_REGISTRY_DIR
+#: The published rows shipped with the package (package data, beside this module).
+PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 
-    return PACKAGE_REGISTRY_DIR / "reference"
+
+def reference_dir() -> Path:
+    return PUBLISHED_DIR
 
 
 def dataset_name(key: str | None) -> str | None:
@@ -108,7 +110,7 @@ def _load(folder: str) -> tuple[Reference, ...]:
 
 
 def load_references(folder=None) -> list[Reference]:
-    """Every published row below ``folder`` (default: the project's ``registry/reference``)."""
+    """Every published row below ``folder`` (default: the package's ``results/published``)."""
     folder = Path(folder) if folder is not None else reference_dir()
     if not folder.is_dir():
         raise RdbenchError(f"{folder}: reference folder does not exist")

@@ -4,7 +4,8 @@ Each format (terminal, Markdown, LaTeX, CSV, Parquet, plots) renders the same
 :class:`SuiteTable`, so a number can never differ between the table an author reads in the
 terminal and the one pasted into a paper. Everything a reader needs to interpret a cell (seed
 counts, failures, which significance test, where a published row comes from) goes into the
-footnotes here, once, as plain text; renderers only translate symbols.
+footnotes here, once, as plain text; renderers only translate symbols. Cell formatting shared
+with the renderers lives in :mod:`rdbench.results.cells`; this module imports no renderer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import polars as pl
 
 from rdbench.errors import RdbenchError
 from rdbench.results import stats
-from rdbench.results.formats import human_count
+from rdbench.results.cells import human_count
 from rdbench.results.record import RANKS_FILE
 from rdbench.results.references import DATASETS, dataset_name, reference_rows
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -10,21 +9,18 @@ import lightning as L
 
 class ResumableCheckpoint(L.Callback):
     """Keep ``last.ckpt`` fresh for resuming: every ``every_n_steps`` optimiser steps and at the end
-    of each training epoch. Written to a temporary file and renamed, so a crash mid-write leaves
-    the previous checkpoint intact rather than a truncated one. (Lightning's ModelCheckpoint
-    writes in place.) What goes in is pruned by ``RetrievalModule.on_save_checkpoint``: the
-    trainable tensors and the optimiser state, not the frozen backbone."""
+    of each training epoch. The trainer's checkpoint IO
+    (:class:`~rdbench.training.checkpoint_io.AtomicCheckpointIO`) writes it to a temporary file,
+    fsyncs and renames it, so a crash mid-write leaves the previous checkpoint intact. What goes in
+    is pruned by ``RetrievalModule.on_save_checkpoint``: the trainable tensors and the optimiser
+    state, not the frozen backbone."""
 
     def __init__(self, path: Path, every_n_steps: int = 50):
         self.path, self.every = Path(path), every_n_steps
 
     def _save(self, trainer: L.Trainer) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         # the whole state (to resume); every rank takes part, only rank zero writes
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:
@@ -32,3 +28,13 @@ class ResumableCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._save(trainer)
+
+
+class StepOnFailure(L.Callback):
+    """Note on an exception the optimiser step it happened at (the record's ``failed_at_step``)."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        try:
+            setattr(exception, "rdbench_step", int(trainer.global_step))
+        except AttributeError:  # exceptions that refuse attributes: the step stays unknown
+            pass

@@ -9,7 +9,7 @@ every image and caption of a split once, keep the pooled pre-projection outputs 
 (:class:`FeatureCache`, keyed by split), and run only the adapter's heads afterwards.
 
 The loaders of this path (:class:`FeatureCacheData`, which wraps a
-:class:`~rdbench.data.loaders.RetrievalDataModule`) yield indices, not pixels, drawn by the
+:class:`~rdbench.data.loading.loaders.RetrievalDataModule`) yield indices, not pixels, drawn by the
 wrapped module's own batch samplers (same seeded shuffle, batch size, ``drop_last`` and DDP
 shard), so a cached run sees exactly the batches of the plain run, and its metrics
 equal the plain path's (``tests/test_feature_cache.py``). The features are computed in
@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rdbench.adapters.base import image_features, text_features
-from rdbench.data.loaders import EvalItems, KindBatches, RetrievalDataModule, SplitData, pass_batch
+from rdbench.data.loading.loaders import EvalItems, KindBatches, RetrievalDataModule, SplitData, pass_batch
 from rdbench.errors import ConfigError
 
 
@@ -152,6 +152,7 @@ class FeatureCacheData(L.LightningDataModule):
         self.base = base
         self.classes = base.classes
         self.batch_size, self.eval_batch_size, self.seed = base.batch_size, base.eval_batch_size, base.seed
+        self.predict_split = "test"
 
     def split(self, name: str) -> SplitData:
         return self.base.split(name)
@@ -179,6 +180,9 @@ class FeatureCacheData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.predict_split)
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")

@@ -9,9 +9,14 @@ Evaluation embeds every distinct image once and every caption once (the evaluati
 yields image batches, then caption batches), then computes the metrics of
 :func:`rdbench.evaluation.retrieval_metrics` on the whole split.
 
-With ``feature_cache=True`` and an adapter that declares ``frozen_towers``, the towers run once
-per split and only the adapter's heads run per step (:mod:`rdbench.training.feature_cache`);
-the module branches on that declared capability, never on which adapter it holds.
+Given a :class:`~rdbench.training.feature_cache.FeatureCache` (the assembler hands one in when
+the run asks for it and the adapter declares ``frozen_towers``), the towers run once per split
+and only the adapter's heads run per step; the module branches on whether it holds a cache,
+never on which adapter it holds.
+
+Model selection logs ``val/*`` from the validation loop; the final evaluation is
+:func:`rdbench.training.evaluate.evaluate`, which runs the predict loop over a split and returns
+the metrics and per-query ranks to its caller.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdbench.adapters.base import Adapter
-from rdbench.evaluation import METRIC_NAMES, retrieval_metrics
+from rdbench.evaluation import METRIC_NAMES
 from rdbench.losses.base import CompositeLoss, StepOutputs
 from rdbench.optim import Optimizer
+from rdbench.training.evaluate import split_evaluation
+from rdbench.training.feature_cache import FeatureCache
 
 
 class RetrievalModule(L.LightningModule):
@@ -34,6 +41,7 @@ class RetrievalModule(L.LightningModule):
 
     def __init__(
         self,
+        *,
         model: nn.Module,
         adapter: Adapter,
         loss: CompositeLoss,
@@ -41,9 +49,11 @@ class RetrievalModule(L.LightningModule):
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         num_classes: int = 0,
-        feature_cache: bool = False,
+        features: FeatureCache | None = None,
     ):
         super().__init__()
+        if features is not None and not adapter.frozen_towers:
+            raise ValueError(f"{type(adapter).__name__} changes the towers; a frozen-feature cache would skip it")
         self.model, self.adapter, self.loss, self.optimizer_factory = model, adapter, loss, optimizer
         self.num_classes = num_classes  # scene classes of the training split (for loss terms)
         self.embed_dim = int(model.visual.output_dim)
@@ -57,14 +67,10 @@ class RetrievalModule(L.LightningModule):
         # Checkpoints keep what trains (and the adapter's buffers), not the frozen backbone:
         # loading them is then partial by design.
         self.strict_loading = False
-        self._eval: dict[str, list] = {}
-        self.last_eval: dict[str, dict[str, float]] = {}
-        self.last_ranks: dict[str, dict[str, torch.Tensor]] = {}
-        self.features = None  # the frozen-feature cache, when asked for and the adapter allows it
-        if feature_cache and adapter.frozen_towers:
-            from rdbench.training.feature_cache import FeatureCache
-
-            self.features = FeatureCache()
+        self._val_chunks: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        self.features = features
+        #: The split the predict loop encodes (set by rdbench.training.evaluate.evaluate).
+        self.predict_split = "test"
 
     # -- the two towers -------------------------------------------------------------------------
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -133,44 +139,36 @@ class RetrievalModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
+    def embed_eval_batch(self, batch: dict[str, Any], split: str) -> tuple[str, torch.Tensor, torch.Tensor]:
+        """One evaluation batch (all images or all captions) -> (kind, item indices, embeddings)."""
         if self.features is not None:
             kind, index, feats = self.features.items(split, batch)
             embed = self.embed_image_features if kind == "images" else self.embed_text_features
-            self._eval.setdefault(kind, []).append((index, embed(feats)))
-        elif "images" in batch:
-            self._eval.setdefault("images", []).append((batch["index"], self.embed_images(batch["images"])))
-        else:
-            self._eval.setdefault("texts", []).append((batch["index"], self.embed_texts(batch["tokens"])))
-
-    def _eval_end(self, split: str) -> None:
-        images = _ordered(_gathered(self._eval.pop("images", [])))
-        texts = _ordered(_gathered(self._eval.pop("texts", [])))
-        owner = self.trainer.datamodule.split(split).caption_image.to(images.device)
-        ranks: dict[str, torch.Tensor] = {}
-        metrics = retrieval_metrics(images, texts, owner, ranks=ranks)
-        self.last_eval[split] = metrics
-        self.last_ranks[split] = ranks
-        self.log_dict({f"{split}/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
-        self.log(f"{split}/mR", metrics["mR"], prog_bar=True)
+            return kind, index, embed(feats)
+        if "images" in batch:
+            return "images", batch["index"], self.embed_images(batch["images"])
+        return "texts", batch["index"], self.embed_texts(batch["tokens"])
 
     def on_validation_epoch_start(self) -> None:
         self._cache_features("val")
+        self._val_chunks = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._val_chunks.append(self.embed_eval_batch(batch, "val"))
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
+        # model selection: the checkpoint callback monitors what is logged here
+        owner = self.trainer.datamodule.split("val").caption_image
+        metrics = split_evaluation(self._val_chunks, owner).metrics
+        self._val_chunks = []
+        self.log_dict({f"val/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
+        self.log("val/mR", metrics["mR"], prog_bar=True)
 
-    def on_test_epoch_start(self) -> None:
-        self._cache_features("test")
+    def on_predict_epoch_start(self) -> None:
+        self._cache_features(self.predict_split)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+        return self.embed_eval_batch(batch, self.predict_split)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -183,26 +181,3 @@ class RetrievalModule(L.LightningModule):
         checkpoint = {"state_dict": self.state_dict()}
         self.on_save_checkpoint(checkpoint)
         return checkpoint["state_dict"]
-
-
-def _gathered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every rank's (index, embedding) chunks, on every rank (DDP evaluation encodes a shard per
-    rank); the metric is then computed on the whole split, identically everywhere."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return chunks
-    local = [(i.cpu(), e.detach().cpu()) for i, e in chunks]
-    everyone: list = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, local)
-    device = chunks[0][1].device if chunks else torch.device("cpu")
-    return [(i.to(device), e.to(device)) for part in everyone for i, e in part]
-
-
-def _ordered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Embeddings in item order, whatever order the batches came in."""
-    index = torch.cat([i for i, _ in chunks])
-    emb = torch.cat([e for _, e in chunks])
-    out = torch.empty_like(emb)
-    out[index.to(emb.device)] = emb
-    return out

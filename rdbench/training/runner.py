@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rdbench.errors import PluginImportError
-from rdbench.results import record as rec
+from rdbench.resolution.run import ResolvedRun, Unresolvable, resolve_suite
 from rdbench.results.lock import RunLock
-from rdbench.suite import RunPlan, expand, load_suite
+from rdbench.results.record import RECORD_FILE, Record
+from rdbench.suite import RunPlan
 from rdbench.training.execute import execute, is_rank_zero, unresolved_record
-from rdbench.training.plan import ResolvedRun, resolve_plan
 
 
 @dataclass
@@ -34,15 +33,9 @@ class SuiteOutcome:
     busy: int = 0  # held by another live process
 
 
-def run_dir(results: Path, run: ResolvedRun) -> Path:
+def run_dir(results: Path, plan: RunPlan) -> Path:
     # Absolute: Lightning reports checkpoint paths absolute, and records store them relative.
-    return Path(results).resolve() / run.plan.suite / run.plan.run / f"seed{run.seed}"
-
-
-def plan_suite(path: str | Path, *, only=None, seeds=None, overrides=None) -> list[ResolvedRun]:
-    """Load, expand and resolve every run of a suite (the whole of ``rdbench validate``)."""
-    suite = load_suite(path)
-    return [resolve_plan(plan, suite.path) for plan in expand(suite, only=only, seeds=seeds, overrides=overrides)]
+    return Path(results).resolve() / plan.suite / plan.run / f"seed{plan.seed}"
 
 
 def run_suite(
@@ -58,25 +51,17 @@ def run_suite(
     leader = is_rank_zero()
     if not leader:  # a DDP rank > 0: follow rank zero's loop silently, holding no locks
         echo = lambda _line: None  # noqa: E731
-    suite = load_suite(path)
-    runs: list[ResolvedRun | tuple[RunPlan, PluginImportError]] = []
-    for plan in expand(suite, only=only, seeds=seeds, overrides=overrides):
-        try:
-            runs.append(resolve_plan(plan, suite.path))
-        except PluginImportError as exc:  # a broken plugin fails its own runs, not the suite
-            runs.append((plan, exc))
+    runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides)
     outcome = SuiteOutcome()
     started, spent, executed = time.perf_counter(), 0.0, 0
     for i, run in enumerate(runs, 1):
-        if isinstance(run, tuple):
-            plan, exc = run
-            folder = Path(results).resolve() / plan.suite / plan.run / f"seed{plan.seed}"
+        if isinstance(run, Unresolvable):  # a broken plugin fails its own runs, not the suite
             if leader:
-                rec.write_json(folder / rec.RECORD_FILE, unresolved_record(plan, str(exc)))
-            echo(f"[{i}/{len(runs)}] {plan.suite}/{plan.label}: FAILED: {exc}")
+                unresolved_record(run).write(run_dir(Path(results), run.plan))
+            echo(f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}: FAILED: {run.error}")
             outcome.failed += 1
             continue
-        folder = run_dir(Path(results), run)
+        folder = run_dir(Path(results), run.plan)
         label = f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}"
         if _done(folder) and not overwrite:
             echo(f"{label}: done already (skipped; --overwrite reruns it)")
@@ -104,15 +89,15 @@ def run_suite(
             executed += 1
         finally:
             lock.release()
-        if record.get("resumed_from_step"):
-            echo(f"    resumed from step {record['resumed_from_step']}")
-        if record["status"] == "success":
+        if record.resumed_from_step:
+            echo(f"    resumed from step {record.resumed_from_step}")
+        if record.status == "success":
             outcome.done += 1
-            m = record["metrics"]
-            echo(f"    val mR {m['val/mR']:.2f}, test mR {m['test/mR']:.2f} ({record['cost']['trainable_params']:,} trainable)")
+            m = record.metrics
+            echo(f"    val mR {m['val/mR']:.2f}, test mR {m['test/mR']:.2f} ({record.cost['trainable_params']:,} trainable)")
         else:
             outcome.failed += 1
-            echo(f"    FAILED: {record['error']}")
+            echo(f"    FAILED: {record.error}")
     return outcome
 
 
@@ -130,8 +115,8 @@ class _NoLock:
 
 
 def _done(folder: Path) -> bool:
-    old = rec.read_record(folder / rec.RECORD_FILE)
-    return bool(old) and old.get("status") == "success"
+    old = Record.read(folder / RECORD_FILE)
+    return old is not None and old.status == "success"
 
 
 def _clock(seconds: float) -> str:

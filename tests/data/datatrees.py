@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rdbench.data.karpathy import write_karpathy_json
+from rdbench.data.formats.karpathy import write_karpathy_json
 
 CLASSES = ("airport", "beach", "forest", "port", "storage_tanks")
 

@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from datatrees import content, write_a, write_b, write_c
 
-from rdbench.data.folder import CaptionsDataset, RSICDDataset, RSITMDDataset, TransferDataset
-from rdbench.data.overlap import ImageKey, Match, write_overlap_list
-from rdbench.data.splits import carve_validation
+from rdbench.data.datasets import CaptionsDataset, RSICDDataset, RSITMDDataset, TransferDataset
+from rdbench.data.loading.overlap import ImageKey, Match, write_overlap_list
+from rdbench.data.formats.splits import carve_validation
 from rdbench.data.table import table_fingerprint
 from rdbench.errors import DataError
-from rdbench.resolve import resolve
+from rdbench.resolution.spec import resolve
 
 
 def images_of(table, split):

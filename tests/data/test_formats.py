@@ -7,8 +7,8 @@ import json
 import pytest
 from datatrees import WRITERS, content, write_b, write_c, write_d
 
-from rdbench.data.csvfiles import CsvOptions, split_from_name
-from rdbench.data.layout import find_annotations, read_annotations
+from rdbench.data.formats.csvfiles import CsvOptions, split_from_name
+from rdbench.data.formats.layout import find_annotations, read_annotations
 from rdbench.data.table import table_fingerprint
 from rdbench.errors import DataError
 

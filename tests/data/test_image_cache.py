@@ -7,10 +7,10 @@ import pytest
 import torch
 from datatrees import content, image_bytes, write_b
 
-from rdbench.data import cache as cache_module
-from rdbench.data.cache import load_or_build
-from rdbench.data.folder import RSICDDataset
-from rdbench.data.loaders import RetrievalDataModule, build_split
+from rdbench.data.loading import cache as cache_module
+from rdbench.data.loading.cache import load_or_build
+from rdbench.data.datasets import RSICDDataset
+from rdbench.data.loading.loaders import RetrievalDataModule, build_split
 from rdbench.errors import DataError
 from rdbench.testing import tokenize
 from rdbench.transforms import FlipTransform, RSAugmentTransform, ResizeTransform, Rotate90Transform

@@ -1,4 +1,4 @@
-"""Tests for rdbench.data.karpathy (format A): round trips and one-line errors for bad files."""
+"""Tests for rdbench.data.formats.karpathy (format A): round trips and one-line errors for bad files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rdbench.data.karpathy import read_karpathy_json, tokenize, write_karpathy_json
+from rdbench.data.formats.karpathy import read_karpathy_json, tokenize, write_karpathy_json
 from rdbench.data.table import make_table
 from rdbench.errors import DataError
 

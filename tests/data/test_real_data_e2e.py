@@ -11,7 +11,7 @@ import pytest
 from datatrees import content, write_b
 
 from rdbench.cli import main
-from rdbench.data import cache as cache_module
+from rdbench.data.loading import cache as cache_module
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -50,7 +50,7 @@ def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch):
         assert dataset["splits"]["val"] == {"images": 3, "captions": 15}  # 20 % of 17 train images
         assert rec["eval"]["test"] == {**rec["eval"]["test"], "n_images": 11, "n_captions": 55}
     assert rec["components"]["train_transform"]["key"] == "transform/rs-augment"
-    assert rec["components"].get("eval_transform") is None  # the default resize, not a slot value
+    assert rec["components"]["eval_transform"]["key"] == "transform/resize"  # the default, written out
     cached = sorted(p.name for p in (Path(os.environ["RDBENCH_CACHE"]) / "images").glob("*-64px-*.npy"))
     assert {name.split("-")[0] for name in cached} >= {"train", "val", "test"}
 

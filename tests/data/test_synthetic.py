@@ -1,4 +1,4 @@
-"""Tests for the embedded synthetic dataset (rdbench.data.synthetic)."""
+"""Tests for the embedded synthetic dataset (rdbench.data.synthetic.generator)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdbench.data import synthetic
-from rdbench.data.karpathy import read_karpathy_json
-from rdbench.data.synthetic import CLASSES, COLOURS, generate_pairs, write_synthetic_dataset
+from rdbench.data.synthetic import generator as synthetic
+from rdbench.data.formats.karpathy import read_karpathy_json
+from rdbench.data.synthetic.generator import CLASSES, COLOURS, generate_pairs, write_synthetic_dataset
 from rdbench.data.table import table_fingerprint
 from rdbench.errors import DataError
 

@@ -11,8 +11,8 @@ from datatrees import content, image_bytes, write_a, write_b
 from PIL import Image
 
 from rdbench.cli import main
-from rdbench.data.folder import RSICDDataset
-from rdbench.data.images import dhash, hamming, open_rgb, phash, pixel_sha256
+from rdbench.data.datasets import RSICDDataset
+from rdbench.data.loading.images import dhash, hamming, open_rgb, phash, pixel_sha256
 from rdbench.data.table import table_fingerprint
 from rdbench.errors import DataError
 
@@ -95,7 +95,7 @@ def test_overlap_finds_shared_images_and_its_list_excludes_them(tmp_path, capsys
     (rsitmd / "images" / "tbeach_3.png").write_bytes(reencode(src["beach_3.png"], "PNG"))
     (rsitmd / "images" / "tport_7.jpg").write_bytes(reencode(src["port_7.png"], "JPEG", size=48, quality=85))
     # ... listed in its annotations as test images:
-    from rdbench.data.karpathy import write_karpathy_json
+    from rdbench.data.formats.karpathy import write_karpathy_json
 
     extra = [{"filename": n, "split": "test", "captions": ["A copy."]} for n in ("tbeach_3.png", "tport_7.jpg")]
     write_karpathy_json(rsitmd / "dataset_rsitmd.json",

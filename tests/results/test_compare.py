@@ -10,7 +10,8 @@ import pytest
 from compare_records import make_record, write
 
 from rdbench.errors import RdbenchError
-from rdbench.results.compare import compare, human_count, load_records, summarize
+from rdbench.results.cells import human_count
+from rdbench.results.compare import compare, load_records, summarize
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def test_corrupt_and_foreign_records_warned_and_skipped(results):
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")
     partial = write(results, {"schema_version": 1, "suite": "quick", "run": "full", "seed": 3})
-    future = write(results, {**make_record("quick", "full", 2, 4, base=50.0), "schema_version": 2})
+    future = write(results, {**make_record("quick", "full", 2, 4, base=50.0), "schema_version": 3})
     df, warnings = load_records(results)
     assert df.height == 4
     assert len(warnings) == 3

@@ -10,7 +10,7 @@ import pytest
 from compare_records import make_record, ranked_record, ranks_hitting, write
 
 from rdbench.results.compare import compare
-from rdbench.results.latex import tex
+from rdbench.results.render_latex import tex
 
 PDFLATEX = shutil.which("pdflatex")
 
@@ -102,6 +102,7 @@ def test_tex_escape():
     assert tex("± Δ †") == r"$\pm$ $\Delta$ \textsuperscript{\dag}"
 
 
+@pytest.mark.slow  # a pdflatex subprocess
 @pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed")
 def test_latex_compiles_in_a_minimal_document(suite, tmp_path):
     text = compare(suite, fmt="latex", baseline="a_x", references=True).text

@@ -27,6 +27,10 @@ class GatedBranch(nn.Module):
 class GatedMLPAdapter(Adapter):
     """Gated bottleneck MLP parallel to every block's MLP in both towers (an example plugin)."""
 
+    #: Arguments of a small working instance: rdbench's registry-driven test builds the plugin
+    #: with them on its tiny test model (docs/plugins.md, section 4).
+    example = {"bottleneck": 4}
+
     def __init__(self, bottleneck: int = 16):
         super().__init__()
         if bottleneck < 1:

@@ -1,0 +1,253 @@
+"""From a caption table to batches: decoded images, tokens, and the caption -> image map.
+
+Training iterates over captions (one sample per caption with its image), as PE-RSITR and
+HarMA do. Evaluation encodes each distinct image once and each caption once: a single loader
+yields image batches, then caption batches, never mixing the two in one batch.
+
+Images are decoded and resized once per split into the on-disk cache of
+:mod:`rdbench.data.loading.cache` and memory-mapped from there by every later epoch, run and seed.
+Transforms (:mod:`rdbench.transforms`) run per sample on those uint8 tensors, in the loader's
+workers; the normalisation of the backbone is applied on the device by the LightningModule, so
+batches stay small (uint8) on the way there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import lightning as L
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rdbench.data.loading.images import decode_image
+from rdbench.errors import DataError
+from rdbench.transforms import Transform
+
+
+@dataclass
+class SplitData:
+    """One split, ready for tensors: images in table order, captions grouped by image."""
+
+    name: str
+    image_ids: list[str]
+    images: torch.Tensor  # uint8 (N, 3, S, S)
+    labels: torch.Tensor  # (N,) class index, -1 where unknown
+    captions: list[str]
+    tokens: torch.Tensor  # (M, L)
+    caption_image: torch.Tensor  # (M,) index into images
+
+
+def build_split(
+    table: pl.DataFrame,
+    split: str,
+    tokenize: Callable[[list[str]], torch.Tensor],
+    image_size: int,
+    classes: list[str],
+    *,
+    cache: bool = True,
+    fingerprint: str | None = None,
+) -> SplitData:
+    """One split's images (through the decoded-image cache unless ``cache`` is False), tokens
+    and caption-to-image map. ``fingerprint`` (the table's) is computed when not given."""
+    rows = table.filter(pl.col("split") == split)
+    if rows.height == 0:
+        sources = ", ".join(sorted(set(table["source"].to_list()))) or "the dataset"
+        raise DataError(f"{sources}: split {split!r} is empty")
+    images = rows.unique("image_id", keep="first", maintain_order=True)
+    image_ids = images["image_id"].to_list()
+    index = {image_id: i for i, image_id in enumerate(image_ids)}
+    class_index = {c: i for i, c in enumerate(classes)}
+    labels = torch.tensor([class_index.get(lbl, -1) if lbl is not None else -1 for lbl in images["label"].to_list()])
+    paths = images["path"].to_list()
+    if cache:
+        from rdbench.data.loading.cache import load_or_build
+        from rdbench.data.table import table_fingerprint
+
+        fingerprint = fingerprint or table_fingerprint(table)["sha256"]
+        pixels = load_or_build(paths, image_size, fingerprint=fingerprint, split=split)
+    else:
+        pixels = torch.stack([decode_image(p, image_size) for p in paths])
+    captions = rows["caption"].to_list()
+    caption_image = torch.tensor([index[i] for i in rows["image_id"].to_list()], dtype=torch.long)
+    return SplitData(split, image_ids, pixels, labels, captions, tokenize(captions), caption_image)
+
+
+def _images(data: SplitData, index: torch.Tensor, transform: Transform | None, size: int | None) -> torch.Tensor:
+    """The images at ``index`` as one batch: a single gather from the (memory-mapped) split
+    tensor, which costs a fraction of stacking per-sample tensors; a transform, when there is
+    one, runs per image and writes into a preallocated batch."""
+    # numpy's take is several times faster than torch's advanced indexing for this copy.
+    images = torch.from_numpy(data.images.numpy()[index.numpy()])
+    if transform is None:
+        return images
+    size = size if size is not None else int(images.shape[-1])
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    for k, image in enumerate(images):
+        out[k] = transform(image, size)
+    return out
+
+
+def pass_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for datasets whose ``__getitems__`` already returns a whole batch."""
+    return batch
+
+
+class CaptionPairs(Dataset):
+    """Training samples: one per caption, with its image, image index and scene label.
+
+    ``transform`` (a train augmentation) is applied to the image of each sample, at ``size``.
+    ``__getitems__`` builds a whole batch at once (the DataLoader uses it with
+    :func:`pass_batch`); ``__getitem__`` gives one sample, for inspection.
+    """
+
+    def __init__(self, data: SplitData, transform: Transform | None = None, size: int | None = None):
+        self.data, self.transform, self.size = data, transform, size
+
+    def __len__(self) -> int:
+        return len(self.data.captions)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        j = torch.as_tensor(indices, dtype=torch.long)
+        i = self.data.caption_image[j]
+        return {"images": _images(self.data, i, self.transform, self.size), "tokens": self.data.tokens[j],
+                "image_ids": i, "labels": self.data.labels[i]}
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([j]).items()}
+
+
+class EvalItems(Dataset):
+    """Evaluation items: indices ``[0, N)`` are images, ``[N, N + M)`` are captions; a batch
+    from :class:`KindBatches` holds one kind only."""
+
+    def __init__(self, data: SplitData, transform: Transform | None = None, size: int | None = None):
+        self.data, self.transform, self.size = data, transform, size
+        self.n_images = len(data.image_ids)
+
+    def __len__(self) -> int:
+        return self.n_images + len(self.data.captions)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        k = torch.as_tensor(indices, dtype=torch.long)
+        if bool((k < self.n_images).all()):
+            return {"images": _images(self.data, k, self.transform, self.size), "index": k}
+        if bool((k < self.n_images).any()):
+            raise ValueError("an evaluation batch mixes images and captions (use KindBatches)")
+        j = k - self.n_images
+        return {"tokens": self.data.tokens[j], "index": j}
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return {key: v[0] for key, v in self.__getitems__([k]).items()}
+
+
+class KindBatches(Sampler[list[int]]):
+    """Batches of images, then batches of captions: a batch never mixes the two."""
+
+    def __init__(self, n_images: int, n_captions: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.n_images, self.n_captions, self.batch_size = n_images, n_captions, batch_size
+        self.rank, self.world = rank, world
+
+    def _all(self) -> list[list[int]]:
+        out = []
+        for start, stop in ((0, self.n_images), (self.n_images, self.n_images + self.n_captions)):
+            for b in range(start, stop, self.batch_size):
+                out.append(list(range(b, min(b + self.batch_size, stop))))
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # Under DDP each rank encodes every world-th batch; the module gathers the embeddings, so
+        # every item is encoded once in all and the metric sees the whole split.
+        yield from self._all()[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return len(self._all()[self.rank :: self.world])
+
+
+class RetrievalDataModule(L.LightningDataModule):
+    """Train, validation and test loaders over one caption table."""
+
+    def __init__(
+        self,
+        table: pl.DataFrame,
+        tokenize: Callable[[list[str]], torch.Tensor],
+        image_size: int,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+        *,
+        train_transform: Transform | None = None,
+        eval_transform: Transform | None = None,
+        cache: bool = True,
+    ):
+        super().__init__()
+        self.table, self.tokenize, self.image_size = table, tokenize, image_size
+        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.train_transform, self.eval_transform, self.cache = train_transform, eval_transform, cache
+        labels = table.filter(pl.col("split") == "train")["label"].drop_nulls().unique().sort().to_list()
+        self.classes: list[str] = labels
+        self._splits: dict[str, SplitData] = {}
+        self._fingerprint: str | None = None
+        self.predict_split = "test"
+
+    def split(self, name: str) -> SplitData:
+        if name not in self._splits:
+            if self.cache and self._fingerprint is None:
+                from rdbench.data.table import table_fingerprint
+
+                self._fingerprint = table_fingerprint(self.table)["sha256"]
+            self._splits[name] = build_split(self.table, name, self.tokenize, self.image_size, self.classes,
+                                             cache=self.cache, fingerprint=self._fingerprint)
+        return self._splits[name]
+
+    def train_dataloader(self) -> DataLoader:
+        # The generator drives the shuffle and, with workers, the seeds of their torch RNGs, which
+        # the train transform draws from (without workers it draws from the main RNG, which the
+        # runner seeds): same run seed, same augmented batches.
+        generator = torch.Generator().manual_seed(self.seed)
+        pairs = CaptionPairs(self.split("train"), self.train_transform, self.image_size)
+        rank, world = self._rank_world()
+        sampler = None
+        if world > 1:  # rdbench shards itself (the Trainer runs with use_distributed_sampler=False)
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(pairs, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
+        return DataLoader(
+            pairs,
+            batch_size=self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            drop_last=True,  # a ragged last batch of one caption makes a degenerate contrastive step
+            generator=generator if sampler is None else None,
+            collate_fn=pass_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        data = self.split(split)
+        items = EvalItems(data, self.eval_transform, self.image_size)
+        return DataLoader(
+            items,
+            batch_sampler=KindBatches(items.n_images, len(data.captions), self.eval_batch_size, *self._rank_world()),
+            collate_fn=pass_batch,
+            num_workers=self.num_workers,
+        )
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The split named by ``predict_split`` (the final evaluation, rdbench.training.evaluate)."""
+        return self.eval_dataloader(self.predict_split)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")

@@ -1,0 +1,1 @@
+"""Resolution: from a suite\x27s merged run config to explicit, checked components, nothing built."""

@@ -1,0 +1,113 @@
+"""Text and data renderings of :class:`rdbench.results.tables.SuiteTable`: terminal, Markdown, CSV, Parquet.
+
+The terminal and Markdown tables are for reading (seed and failure counts as columns,
+footnotes below); CSV and Parquet are for scripts, so they keep mean, std, delta, test and
+interval as separate numeric columns instead of formatted text. LaTeX lives in
+:mod:`rdbench.results.render_latex` because it ranks cells, which the other formats do not;
+:func:`rdbench.results.compare.render` picks the renderer of a ``--format``. Renderers share
+cell formatting through :mod:`rdbench.results.cells` and never import each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from tabulate import tabulate
+
+from rdbench.errors import RdbenchError
+from rdbench.results.cells import delta_text, mean_std
+
+#: The ``--format`` values this module renders (LaTeX is :mod:`rdbench.results.render_latex`).
+TEXT_FORMATS = ("table", "markdown")
+DATA_FORMATS = ("csv", "parquet")
+_TABLEFMT = {"table": "simple", "markdown": "github"}
+_DELTA_FIELDS = (("delta", "delta"), ("significant", "significant"), ("test", "test"), ("p", "p"),
+                 ("ci_low", "low"), ("ci_high", "high"))
+
+
+def grid(table, star: str = "*") -> tuple[list[str], list[list[str]]]:
+    """Headers and cells shared by the terminal and Markdown tables."""
+    show_incomplete = any(r.incomplete for r in table.rows)
+    headers = ["method", "seeds", "failed"] + (["unfinished"] if show_incomplete else [])
+    for c in table.columns:
+        headers.append(c.header)
+        if table.baseline is not None and c.key != "trainable":
+            headers.append("Δ")
+    cells = []
+    for row in table.rows + table.published:
+        counts = ["", ""] if row.published else [str(row.seeds), str(row.failed)]
+        line = [row.label, *counts] + ([str(row.incomplete or "")] if show_incomplete else [])
+        for c in table.columns:
+            if c.key == "trainable":
+                line.append(row.trainable)
+                continue
+            line.append(mean_std(c, *row.values[c.key]))
+            if table.baseline is not None:
+                line.append(delta_text(c, row.deltas.get(c.key), star))
+        cells.append(line)
+    return headers, cells
+
+
+def render_text(tables, fmt: str = "table") -> str:
+    """Render suite tables as text: ``table`` (terminal) or ``markdown``."""
+    if fmt not in TEXT_FORMATS:
+        raise ValueError(f"render_text: format '{fmt}' is not one of {', '.join(TEXT_FORMATS)}")
+    blocks = []
+    for table in tables:
+        star = "\\*" if fmt == "markdown" else "*"
+        headers, cells = grid(table, star)
+        if fmt == "markdown":
+            # A "|" inside a cell would end it early in GitHub's table syntax.
+            cells = [[c.replace("|", "\\|") for c in line] for line in cells]
+        text = tabulate(cells, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True,
+                        colalign=["left"] + ["right"] * (len(headers) - 1))
+        notes = [n.replace("*", star) for n in table.footnotes]
+        if fmt == "markdown":
+            blocks.append(f"### {table.suite}\n\n{text}\n\n" + "\n".join(f"- {n}" for n in notes))
+        else:
+            blocks.append(f"{table.suite}\n\n{text}\n\n" + "\n".join(notes))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _frame_rows(table) -> list[dict]:
+    out = []
+    for row in table.rows:
+        d = row.data
+        rec = {"suite": table.suite, "run": row.label, "base_run": d["base_run"], "published": False,
+               "source": None, "dataset": d["dataset"], "backbone": d["backbone"],
+               "seeds": row.seeds, "failed": row.failed, "incomplete": row.incomplete,
+               "trainable_params": row.trainable_params, "backbone_params": d["backbone_params"]}
+        rec |= {k: v for k, v in d.items() if k.endswith(("_mean", "_std"))}
+        # Every row gets the delta fields (null where untested) so the schema never depends on data.
+        for c in table.value_columns if table.baseline is not None else []:
+            delta = row.deltas.get(c.key)
+            rec |= {f"{c.key}_{f}": getattr(delta, a, None) for f, a in _DELTA_FIELDS}
+        out.append(rec)
+    for row in table.published:
+        rec = {"suite": table.suite, "run": row.label, "base_run": None, "published": True,
+               "source": row.data["source"], "trainable": row.trainable or None}
+        rec |= {f"{k}_mean": v[0] for k, v in row.values.items()}
+        out.append(rec)
+    return out
+
+
+def frame(tables) -> pl.DataFrame:
+    """All suites as one numeric frame (published rows flagged, never mixed into statistics)."""
+    rows = [r for t in tables for r in _frame_rows(t)]
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return pl.DataFrame([{k: r.get(k) for k in keys} for r in rows], infer_schema_length=None)
+
+
+def write_frame(tables, fmt: str, output=None) -> str:
+    """CSV text (also written to ``output`` if given) or a Parquet file at ``output``."""
+    df = frame(tables)
+    if output is None:
+        return df.write_csv()
+    path = Path(output)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.write_csv(path) if fmt == "csv" else df.write_parquet(path)
+    except OSError as exc:
+        raise RdbenchError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return df.write_csv() if fmt == "csv" else ""

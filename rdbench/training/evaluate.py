@@ -1,0 +1,77 @@
+"""Evaluating a split: embed every image and caption once, compute the metric, return it.
+
+:func:`evaluate` runs Lightning's predict loop over a split's evaluation loader (images first,
+then captions, each rank its shard under DDP), gathers the embeddings of every rank, and
+returns an :class:`Evaluation` (metrics, tie counts and per-query ranks) to its caller. The
+validation loop that drives model selection computes its metrics with the same
+:func:`split_evaluation`, so the number a checkpoint was selected on and the number reported
+for it are computed one way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rdbench.evaluation import retrieval_metrics
+
+#: Counts an evaluation reports beside the metrics (docs/metric.md: ties count against a query).
+COUNTS = ("n_images", "n_captions", "ties_i2t", "ties_t2i")
+
+
+@dataclass
+class Evaluation:
+    """The metrics of one split (recalls and mR in percent), its counts, and per-query ranks."""
+
+    metrics: dict[str, float]
+    counts: dict[str, int]
+    ranks: dict[str, torch.Tensor]  # "i2t": (n_images,), "t2i": (n_captions,); 0 = ranked first
+
+
+def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], caption_image: torch.Tensor) -> Evaluation:
+    """The metric of a split from its ``(kind, item indices, embeddings)`` chunks (any order,
+    any rank's share: every rank's chunks are gathered first)."""
+    chunks = _gathered(chunks)
+    images = _ordered([(i, e) for kind, i, e in chunks if kind == "images"])
+    texts = _ordered([(i, e) for kind, i, e in chunks if kind == "texts"])
+    ranks: dict[str, torch.Tensor] = {}
+    values = retrieval_metrics(images, texts, caption_image.to(images.device), ranks=ranks)
+    counts = {k: int(values[k]) for k in COUNTS}
+    metrics = {k: float(v) for k, v in values.items() if k not in COUNTS}
+    return Evaluation(metrics, counts, ranks)
+
+
+def evaluate(trainer: Any, module: Any, data: Any, split: str) -> Evaluation:
+    """Encode ``split`` with ``module`` in ``trainer``'s predict loop and return its metrics."""
+    module.predict_split = data.predict_split = split
+    with warnings.catch_warnings():
+        # KindBatches yields every index exactly once (tested); Lightning cannot know that
+        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+        chunks = trainer.predict(module, datamodule=data, return_predictions=True)
+    return split_evaluation(list(chunks or []), data.split(split).caption_image)
+
+
+def _gathered(chunks: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Every rank's chunks, on every rank (DDP evaluation encodes a shard per rank); the metric
+    is then computed on the whole split, identically everywhere."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return chunks
+    local = [(k, i.cpu(), e.detach().cpu()) for k, i, e in chunks]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, local)
+    device = chunks[0][2].device if chunks else torch.device("cpu")
+    return [(k, i.to(device), e.to(device)) for part in everyone for k, i, e in part]
+
+
+def _ordered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Embeddings in item order, whatever order the batches came in."""
+    index = torch.cat([i for i, _ in chunks])
+    emb = torch.cat([e for _, e in chunks])
+    out = torch.empty_like(emb)
+    out[index.to(emb.device)] = emb
+    return out
