@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from rdbench.atomic import write_atomic
+
 VARIANTS = {"CMAA (PEFT)": "adapter/cmaa", "full fine-tuning": "adapter/full"}
 #: Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from NVIDIA's data sheets.
 PEAK_BF16_TFLOPS = (("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
@@ -132,7 +134,7 @@ def append(path: Path, text: str) -> None:
     if heading not in doc:
         doc = doc.rstrip() + f"\n\n{heading}\n"
     kept = [line for line in doc.rstrip().splitlines() if not line.startswith(NOT_MEASURED)]
-    path.write_text("\n".join(kept).rstrip() + "\n\n" + text)
+    write_atomic(path, "\n".join(kept).rstrip() + "\n\n" + text)
 
 
 def main(argv: list[str] | None = None) -> int:

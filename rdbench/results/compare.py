@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rdbench.atomic import write_atomic
 from rdbench.errors import RdbenchError
 from rdbench.results.record import RECORD_FILE, Record
 from rdbench.results.render_latex import render_latex
@@ -279,7 +280,6 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
 
 def _write_text(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
     except OSError as exc:
         raise RdbenchError(f"{path}: cannot write ({exc.strerror or exc})") from None

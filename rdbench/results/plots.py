@@ -18,6 +18,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rdbench.atomic import atomic_path
 from rdbench.errors import RdbenchError
 
 KS = (1, 5, 10)
@@ -139,6 +140,10 @@ def plot_suite(table, out_dir) -> list[Path]:
         if fig is None:
             continue
         path = out / f"{stem}-{name}.png"
-        fig.savefig(path, dpi=150)
+        try:
+            with atomic_path(path) as temp:
+                fig.savefig(temp, dpi=150, format="png")
+        except OSError as exc:
+            raise RdbenchError(f"{path}: cannot write ({exc.strerror or exc})") from None
         written.append(path)
     return written

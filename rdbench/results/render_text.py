@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 from tabulate import tabulate
 
+from rdbench.atomic import atomic_path
 from rdbench.errors import RdbenchError
 from rdbench.results.cells import delta_text, mean_std
 
@@ -106,8 +107,8 @@ def write_frame(tables, fmt: str, output=None) -> str:
         return df.write_csv()
     path = Path(output)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.write_csv(path) if fmt == "csv" else df.write_parquet(path)
+        with atomic_path(path) as temp:
+            df.write_csv(temp) if fmt == "csv" else df.write_parquet(temp)
     except OSError as exc:
         raise RdbenchError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return df.write_csv() if fmt == "csv" else ""

@@ -3,7 +3,8 @@
 ``fixtures/v1/quickstart/bottleneck/seed0/record.json`` is a record exactly as schema version 1
 wrote it: produced by ``rdbench run suites/quickstart.yaml --only bottleneck --set
 trainer.max_epochs=1`` at the last commit before records gained ``cost.backbone_params``
-(commit de4f194's parent), unedited. It must stay readable for as long as version 1 is.
+(commit de4f194's parent), unedited but for the home folder in two cache paths, shown as ``~``.
+It must stay readable for as long as version 1 is.
 """
 
 from __future__ import annotations
