@@ -82,10 +82,7 @@ def counting_spec(key: str) -> dict[str, Any]:
     params = list(inspect.signature(resolved.cls.__init__).parameters.values())[1:]
     required = {p.name for p in params if p.default is inspect.Parameter.empty
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - set(resolved.args)
-    example = entry.example
-    if not example and entry.source.startswith("plugin:"):  # a plugin declares it on its class
-        example = dict(getattr(resolved.cls, "example", None) or {})
-    return {"name": key, **{name: value for name, value in example.items() if name in required}}
+    return {"name": key, **{name: value for name, value in entry.example.items() if name in required}}
 
 
 def component_params(key: str, architecture: str = "ViT-B-32", num_classes: int = 30) -> int:

@@ -84,6 +84,8 @@ class Entry:
                     f"plugin {self.key} from {self.source.removeprefix('plugin:')} failed to import: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            # a plugin declares its example on its class (it has no @register call)
+            self.example = self.example or dict(getattr(self.target, "example", None) or {})
         if self.target is None:
             raise RegistryError(f"{self.key} ({self.source}) has no class; it is a preset of {self.base}")
         return self.target

@@ -24,7 +24,9 @@ from rdbench.registry import KINDS, REGISTRY, Entry
 from rdbench.resolution.spec import resolve
 from rdbench.testing import build_module, check_adapter, snapshot, tiny_clip_config, train_steps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+DATA_TESTS = str(Path(__file__).resolve().parent / "data")
+if DATA_TESTS not in sys.path:  # pytest puts it there only once it has collected a test in it
+    sys.path.insert(0, DATA_TESTS)
 from datatrees import WRITERS, content  # noqa: E402  (the writers of the five annotation formats)
 
 #: ``"{example_root}"``, ``"{example_root_b}"``, ...: folders the test writes a caption set into.
@@ -75,9 +77,9 @@ def fill(value: Any, entry: Entry, tmp_path: Path) -> Any:
 def declared_example(entry: Entry) -> dict[str, Any]:
     """The example declared where ``entry`` is registered: ``@register(example=...)``, a preset's
     ``example:``, or a plugin class's ``example`` attribute."""
-    if entry.example or not entry.source.startswith("plugin:"):
-        return entry.example
-    return dict(getattr(entry.load(), "example", None) or {})
+    if entry.base is None:
+        entry.load()  # a plugin's example is read from its class when it loads
+    return entry.example
 
 
 def example_spec(entry: Entry, tmp_path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def metrics(results: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow  # --jobs 2 starts an rdbench subprocess
 def test_jobs_2_gives_the_records_of_jobs_1(tmp_path):
     (tmp_path / "j.yaml").write_text(SUITE)
     assert main(["run", str(tmp_path / "j.yaml"), "--results", str(tmp_path / "serial")]) == 0

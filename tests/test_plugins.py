@@ -92,7 +92,9 @@ def test_example_suite_runs_and_records_the_plugin(site):
     assert adapter["key"] == "adapter/gated-mlp" and adapter["source"] == "plugin:rdbench-plugin-example==0.1.0"
     assert adapter["class_path"] == "rdbench_plugin_example.adapter.GatedMLPAdapter"
     loss = json.loads((site["tmp"] / "results/plugin-vs-builtin/plugin-gated-mlp+margin/seed0/record.json").read_text())
-    assert loss["components"]["loss"]["source"] == "plugin:rdbench-plugin-example==0.1.0"
+    # a single term runs as the only term of loss/composite; the term keeps its plugin source
+    terms = loss["components"]["loss"]["init_args"]["terms"]
+    assert [t["source"] for t in terms.values()] == ["plugin:rdbench-plugin-example==0.1.0"]
 
 
 def test_the_example_packages_own_tests_pass(site):
