@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rdbench.adapters.base import image_features, text_features
-from rdbench.data.loading.loaders import EvalItems, KindBatches, RetrievalDataModule, SplitData, pass_batch
+from rdbench.data.loading.loaders import EvalItems, EvalLoaders, KindBatches, RetrievalDataModule, SplitData, pass_batch
 from rdbench.errors import ConfigError
 
 
@@ -143,7 +143,7 @@ class _EvalIndices(Dataset):
         return FeatureBatch(caption_index=k - self.n_images)
 
 
-class FeatureCacheData(L.LightningDataModule):
+class FeatureCacheData(EvalLoaders, L.LightningDataModule):
     """The loaders of the cached path around a :class:`RetrievalDataModule`: same splits, same
     training order and batch sizes, but batches of indices into the module's cached features."""
 
@@ -152,7 +152,6 @@ class FeatureCacheData(L.LightningDataModule):
         self.base = base
         self.classes = base.classes
         self.batch_size, self.eval_batch_size, self.seed = base.batch_size, base.eval_batch_size, base.seed
-        self.predict_split = "test"
 
     def split(self, name: str) -> SplitData:
         return self.base.split(name)
@@ -178,11 +177,3 @@ class FeatureCacheData(L.LightningDataModule):
         plain = self._plain().eval_dataloader(split)
         return DataLoader(_EvalIndices(self.split(split)), batch_sampler=plain.batch_sampler, collate_fn=pass_batch)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("val")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.eval_dataloader(self.predict_split)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("test")

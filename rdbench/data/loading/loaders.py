@@ -165,7 +165,25 @@ class KindBatches(Sampler[list[int]]):
         return len(self._all()[self.rank :: self.world])
 
 
-class RetrievalDataModule(L.LightningDataModule):
+class EvalLoaders:
+    """Lightning's validation, test and predict loaders, each an ``eval_dataloader(split)``; the
+    predict loader serves the split named by ``predict_split`` (the final evaluation,
+    :func:`rdbench.training.evaluate.evaluate`)."""
+
+    predict_split = "test"
+    eval_dataloader: Callable[[str], DataLoader]  # defined by each data module
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.predict_split)
+
+
+class RetrievalDataModule(EvalLoaders, L.LightningDataModule):
     """Train, validation and test loaders over one caption table."""
 
     def __init__(
@@ -190,7 +208,6 @@ class RetrievalDataModule(L.LightningDataModule):
         self.classes: list[str] = labels
         self._splits: dict[str, SplitData] = {}
         self._fingerprint: str | None = None
-        self.predict_split = "test"
 
     def split(self, name: str) -> SplitData:
         if name not in self._splits:
@@ -242,12 +259,3 @@ class RetrievalDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("val")
-
-    def predict_dataloader(self) -> DataLoader:
-        """The split named by ``predict_split`` (the final evaluation, rdbench.training.evaluate)."""
-        return self.eval_dataloader(self.predict_split)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("test")
