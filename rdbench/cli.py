@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", nargs="?", const=True, default=False, type=_csv, metavar="NAMES",
                    help="add published rows for the suite's dataset (rsicd, rsitmd); optionally only these "
                    "published files (rdbench/results/published), e.g. pe-rsitr,georsclip")
+    p.add_argument("--tie-rule", default="strict", metavar="RULE",
+                   help="test recalls under rdbench's strict tie rule (default) or a public evaluation code's: "
+                   "vsepp, pir, clip_benchmark (docs/metric.md)")
     p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K) into DIR")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED", help="bootstrap random seed (default: 0)")
@@ -251,7 +254,7 @@ def cmd_compare(args) -> int:
         raise RdbenchError(f"--bootstrap: needs a positive number of resamples, got {args.bootstrap}")
     result = compare(args.results, suite=args.suite, fmt=args.format, baseline=args.baseline,
                      columns=args.columns, references=args.references, plot_dir=args.plot,
-                     output=args.output, n_boot=args.bootstrap, seed=args.bootstrap_seed)
+                     output=args.output, n_boot=args.bootstrap, seed=args.bootstrap_seed, tie_rule=args.tie_rule)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for note in result.notes:

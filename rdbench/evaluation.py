@@ -16,6 +16,13 @@ with at least one negative is reported (``ties_i2t``, ``ties_t2i``) so that a re
 when ties happened at all. With no ties this equals the VSE++/AMFMN, ALBEF/PIR and
 CLIP_benchmark computations.
 
+**Other tie rules.** ``tie_rule`` (one of :data:`TIE_RULES`) instead reproduces a public
+evaluation code, sort order among equal scores included: ``"vsepp"`` (VSE++ / AMFMN, the lineage
+of PE-RSITR's tables), ``"pir"`` (ALBEF's ``itm_eval`` as PIR and HarMA run it) and
+``"clip_benchmark"`` (``torch.topk`` in batches of 64). Those kernels live in
+:mod:`rdbench.lineages`; :func:`lineage_metrics` gives all three from one matrix. "strict" stays
+the default because it is the only rule no sort order can move.
+
 The computation is vectorised: each query's positive score comes from one gather (and a
 scatter-max over an image's captions), then comparison passes over the similarity matrix count
 what beats it; no per-query Python loop, no sort. Two kernels give identical ranks and ties:
@@ -30,13 +37,19 @@ what beats it; no per-query Python loop, no sort. Two kernels give identical ran
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from rdbench.lineages import LINEAGES as LINEAGE_RULES
+from rdbench.lineages import SORT_DTYPE, argsort_ranks, topk_hits
+
 RECALL_KS = (1, 5, 10)
 METRIC_NAMES = tuple(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in RECALL_KS) + ("mR",)
+#: How equal scores fall: rdbench's own rule first, then the public evaluation codes it can
+#: reproduce (rdbench.lineages, docs/metric.md "Tie handling of the public evaluation codes").
+TIE_RULES = ("strict", *LINEAGE_RULES)
 
 
 def retrieval_metrics(
@@ -49,6 +62,7 @@ def retrieval_metrics(
     chunk: int | None = None,
     ranks: dict[str, torch.Tensor] | None = None,
     backend: str = "auto",
+    tie_rule: str = "strict",
 ) -> dict[str, float]:
     """I2T/T2I recall at K and mR in percent, plus tie counts; see the module docstring.
 
@@ -63,11 +77,85 @@ def retrieval_metrics(
         ranks: if a dict is given, it receives the per-query ranks (``i2t``: (N,), ``t2i``: (M,);
             0 is the top), which paired significance tests need.
         backend: ``"numpy"`` or ``"torch"`` kernel; ``"auto"`` takes NumPy for CPU tensors.
+        tie_rule: how equal scores fall, one of :data:`TIE_RULES`. ``"strict"`` (the default,
+            the module docstring's rule) or a public evaluation code's own sort
+            (:mod:`rdbench.lineages`): ``"vsepp"`` (VSE++ / AMFMN / PE-RSITR), ``"pir"``
+            (ALBEF ``itm_eval`` as PIR and HarMA run it), ``"clip_benchmark"``
+            (``torch.topk`` in batches of 64). ``ties_i2t`` / ``ties_t2i`` are the strict counts
+            whatever the rule. ``ranks`` then receives the lineage's own ranks (the argsort
+            positions for "vsepp" and "pir"); CLIP_benchmark defines no rank, only hits, so for
+            it ``ranks`` receives ``i2t@K`` / ``t2i@K`` boolean hit tensors per K instead.
     """
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {', '.join(TIE_RULES)}; got {tie_rule!r}")
     if similarity is None:
         if image_emb is None or text_emb is None:
             raise ValueError("give either image_emb and text_emb, or similarity")
         similarity = image_emb.float() @ text_emb.float().t()
+    sim, owner = checked_inputs(similarity, text_to_image)
+    n_images, n_texts = sim.shape
+
+    strict = strict_ranks(sim, owner, chunk=chunk, backend=backend)
+    i2t_rank, t2i_rank = strict.i2t, strict.t2i
+    if tie_rule == "clip_benchmark":
+
+        i2t_hits, t2i_hits = topk_hits(sim, owner, ks, strict=strict)
+        kept = {f"{d}@{k}": hits[k] for d, hits in (("i2t", i2t_hits), ("t2i", t2i_hits)) for k in ks}
+    else:
+        if tie_rule != "strict":  # "vsepp" and "pir": numpy.argsort per row, as those codes do
+            # a float64 matrix (VSE++ scores in float64) has ties of its own: sort every query
+            exact = similarity.dtype == torch.float64
+            i2t_rank, t2i_rank = argsort_ranks(similarity if exact else sim, owner, dtype=SORT_DTYPE[tie_rule],
+                                               strict=None if exact else strict)
+        i2t_hits = {k: i2t_rank < k for k in ks}
+        t2i_hits = {k: t2i_rank < k for k in ks}
+        kept = {"i2t": i2t_rank.cpu(), "t2i": t2i_rank.cpu()}
+    out = recall_table(i2t_hits, t2i_hits, ks)
+    out["ties_i2t"] = int(strict.i2t_tied.sum())
+    out["ties_t2i"] = int(strict.t2i_tied.sum())
+    out["n_images"] = n_images
+    out["n_captions"] = n_texts
+    if ranks is not None:
+        ranks.update(kept)
+    return out
+
+
+def lineage_metrics(similarity: torch.Tensor | None, text_to_image: torch.Tensor | Sequence[int],
+                    ks: Sequence[int] = RECALL_KS, *, image_emb: torch.Tensor | None = None,
+                    text_emb: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+    """Recalls and mR (percent) under each public evaluation code's tie handling:
+    ``{"vsepp": {...}, "pir": {...}, "clip_benchmark": {...}}`` (:mod:`rdbench.lineages`).
+
+    Each inner dict has ``i2t_R@K``, ``t2i_R@K`` for every K and ``mR``, exactly as
+    ``retrieval_metrics(similarity=..., tie_rule=name)`` reports them (without the tie counts,
+    which are the strict rule's whatever the lineage). Given the embeddings, each code's scores
+    are formed as that code forms them, since float rounding decides which scores tie: VSE++
+    takes a float64 dot product of the embeddings, ALBEF/PIR ``image @ text.T`` in float32,
+    CLIP_benchmark ``text @ image.T`` in float32. Given only ``similarity``, all three read it.
+    Only the queries that tie under the strict rule on a code's own matrix are sorted (all of
+    them for VSE++'s float64 matrix).
+    """
+    if image_emb is not None and text_emb is not None:
+        image_emb, text_emb = image_emb.detach(), text_emb.detach()
+        matrices = {
+            "vsepp": image_emb.double() @ text_emb.double().t(),
+            "pir": image_emb.float() @ text_emb.float().t(),
+            "clip_benchmark": (text_emb.float() @ image_emb.float().t()).t(),
+        }
+    elif similarity is not None:
+        matrices = dict.fromkeys(LINEAGE_RULES, similarity)
+    else:
+        raise ValueError("give similarity, or image_emb and text_emb")
+    out = {}
+    for rule in LINEAGE_RULES:
+        values = retrieval_metrics(similarity=matrices[rule], text_to_image=text_to_image, ks=ks, tie_rule=rule)
+        out[rule] = {k: v for k, v in values.items() if "R@" in k or k == "mR"}
+    return out
+
+
+def checked_inputs(similarity: torch.Tensor, text_to_image: torch.Tensor | Sequence[int] | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 similarity, caption -> image index on its device), after checking the mapping."""
     if text_to_image is None:
         raise ValueError("text_to_image is required")
     sim = similarity.float()
@@ -79,40 +167,54 @@ def retrieval_metrics(
         raise ValueError("text_to_image points outside the images")
     if n_images and torch.bincount(owner, minlength=n_images).min() == 0:
         raise ValueError("every image needs at least one caption")
+    return sim, owner
 
-    i2t_rank, i2t_ties, t2i_rank, t2i_ties = query_ranks(sim, owner, chunk=chunk, backend=backend)
+
+def recall_table(i2t_hits: Mapping[int, torch.Tensor | np.ndarray], t2i_hits: Mapping[int, torch.Tensor | np.ndarray],
+                 ks: Sequence[int]) -> dict[str, float]:
+    """``i2t_R@K``, ``t2i_R@K`` (percent, from exact hit counts) and ``mR`` from per-query hits."""
     out: dict[str, float] = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = 100.0 * int((i2t_rank < k).sum()) / n_images
-    for k in ks:
-        out[f"t2i_R@{k}"] = 100.0 * int((t2i_rank < k).sum()) / n_texts
+    for d, hits in (("i2t", i2t_hits), ("t2i", t2i_hits)):
+        for k in ks:
+            out[f"{d}_R@{k}"] = 100.0 * int(hits[k].sum()) / len(hits[k])
     out["mR"] = sum(out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks) / (2 * len(ks))
-    out["ties_i2t"] = int(i2t_ties)
-    out["ties_t2i"] = int(t2i_ties)
-    out["n_images"] = n_images
-    out["n_captions"] = n_texts
-    if ranks is not None:
-        ranks["i2t"], ranks["t2i"] = i2t_rank.cpu(), t2i_rank.cpu()
     return out
 
 
 def query_ranks(sim: torch.Tensor, owner: torch.Tensor, *, chunk: int | None = None,
                 backend: str = "auto") -> tuple[torch.Tensor, int, torch.Tensor, int]:
     """Per-query ranks (ties against) and tie counts: (i2t ranks, i2t ties, t2i ranks, t2i ties)."""
+    r = strict_ranks(sim, owner, chunk=chunk, backend=backend)
+    return r.i2t, int(r.i2t_tied.sum()), r.t2i, int(r.t2i_tied.sum())
+
+
+class StrictRanks(NamedTuple):
+    """Per-query strict ranks and tie flags: a query is tied when a negative scores exactly its
+    best positive. Only tied queries can rank differently under another tie rule."""
+
+    i2t: torch.Tensor  # (N,) long
+    i2t_tied: torch.Tensor  # (N,) bool
+    t2i: torch.Tensor  # (M,) long
+    t2i_tied: torch.Tensor  # (M,) bool
+
+
+def strict_ranks(sim: torch.Tensor, owner: torch.Tensor, *, chunk: int | None = None,
+                 backend: str = "auto") -> StrictRanks:
+    """:func:`query_ranks` with the tied queries flagged one by one instead of counted."""
     if backend == "auto":
         backend = "numpy" if sim.device.type == "cpu" else "torch"
     if backend == "numpy":
         s = sim.detach().cpu().float().contiguous().numpy()
-        i2t, i2t_ties, t2i, t2i_ties = _numpy_ranks(s, owner.cpu().numpy(), chunk or 32)
-        return torch.from_numpy(i2t), i2t_ties, torch.from_numpy(t2i), t2i_ties
+        i2t, i2t_tied, t2i, t2i_tied = _numpy_ranks(s, owner.cpu().numpy(), chunk or 32)
+        return StrictRanks(*(torch.from_numpy(a) for a in (i2t, i2t_tied, t2i, t2i_tied)))
     if backend != "torch":
         raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', not {backend!r}")
-    i2t, i2t_ties = _image_query_ranks(sim, owner, chunk or 1024)
-    t2i, t2i_ties = _text_query_ranks(sim, owner, chunk or 1024)
-    return i2t, i2t_ties, t2i, t2i_ties
+    i2t, i2t_tied = _image_query_ranks(sim, owner, chunk or 1024)
+    t2i, t2i_tied = _text_query_ranks(sim, owner, chunk or 1024)
+    return StrictRanks(i2t, i2t_tied, t2i, t2i_tied)
 
 
-def _numpy_ranks(s: np.ndarray, owner: np.ndarray, chunk: int) -> tuple[np.ndarray, int, np.ndarray, int]:
+def _numpy_ranks(s: np.ndarray, owner: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The CPU kernel: four comparison passes per cache-sized row chunk.
 
     Image queries: rank_i = #{captions >= best_i} - #{own captions >= best_i}. Caption queries:
@@ -147,7 +249,7 @@ def _numpy_ranks(s: np.ndarray, owner: np.ndarray, chunk: int) -> tuple[np.ndarr
             eq_t += count.sum(0, dtype=np.uint16)
             eq_t[(owner >= a) & (owner < a + k)] -= 1  # the own image was counted by the start value
     i2t, t2i = ge_i - at_best, ge_t - 1
-    return i2t, int((eq_i > at_best).sum()), t2i, int((eq_t > 1).sum())
+    return i2t, eq_i > at_best, t2i, eq_t > 1
 
 
 def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
@@ -161,7 +263,7 @@ def _positive_scores(sim: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     return sim[owner, torch.arange(sim.shape[1], device=sim.device)]
 
 
-def _image_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
+def _image_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of each image's best caption among the negatives (ties counted against).
 
     One comparison pass: rank_i = #{captions scoring >= best_i} - #{own captions scoring >= best_i};
@@ -174,11 +276,11 @@ def _image_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tu
     ge = torch.cat([_count(sim[a : a + chunk] >= best[a : a + chunk, None], 1) for a in range(0, n_images, chunk)])
     gt = torch.cat([_count(sim[a : a + chunk] > best[a : a + chunk, None], 1) for a in range(0, n_images, chunk)])
     ranks = ge - own_ge
-    ties = int(((ge - gt) - own_ge > 0).sum())  # a negative scores exactly the best positive's score
-    return ranks, ties
+    tied = (ge - gt) - own_ge > 0  # a negative scores exactly the best positive's score
+    return ranks, tied
 
 
-def _text_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
+def _text_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of each caption's own image among the other images (ties counted against):
     #{images scoring >= the own image's score} - 1 (the own image itself), in one pass."""
     pos = _positive_scores(sim, owner)
@@ -189,8 +291,8 @@ def _text_query_ranks(sim: torch.Tensor, owner: torch.Tensor, chunk: int) -> tup
         ge += _count(rows >= pos[None, :], 0)
         gt += _count(rows > pos[None, :], 0)
     ranks = ge - 1
-    ties = int((ge - gt - 1 > 0).sum())
-    return ranks, ties
+    tied = ge - gt - 1 > 0
+    return ranks, tied
 
 
 def per_query_hits(sim: torch.Tensor, text_to_image: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,6 +58,10 @@ def test_every_run_succeeds_with_a_complete_record(finished):
         for split in ("val", "test"):
             for metric in METRIC_NAMES:
                 assert 0.0 <= rec["metrics"][f"{split}/{metric}"] <= 100.0
+        # the test recalls under each public evaluation code, never below the strict ones
+        for rule in ("vsepp", "pir", "clip_benchmark"):
+            for metric in METRIC_NAMES:
+                assert rec["metrics"][f"test@{rule}/{metric}"] >= rec["metrics"][f"test/{metric}"] - 1e-9, (name, rule)
         assert rec["eval"]["test"]["n_images"] == 6 and rec["eval"]["test"]["n_captions"] == 30
         assert set(rec["components"]) >= {"backbone", "dataset", "adapter", "loss", "optimizer"}
         assert rec["components"]["adapter"]["source"] == "builtin"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rdbench.evaluation import METRIC_NAMES, retrieval_metrics
+from rdbench.evaluation import METRIC_NAMES, query_ranks, retrieval_metrics, strict_ranks
 
 
 def brute_force(sim: np.ndarray, owner: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
@@ -139,3 +139,23 @@ def test_bad_mapping_is_refused():
         retrieval_metrics(similarity=torch.zeros(3, 2), text_to_image=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="shape"):
         retrieval_metrics(similarity=torch.zeros(2, 2), text_to_image=torch.tensor([0]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tie_flags_mark_exactly_the_tied_queries(backend):
+    """strict_ranks flags a query when a negative scores exactly its best positive (the queries a
+    sort-based tie rule can rank differently); query_ranks counts the same flags."""
+    rng = np.random.default_rng(6)
+    owner = rng.permutation(np.repeat(np.arange(25), rng.integers(1, 7, 25)))
+    sim = np.round(rng.random((25, len(owner))), 2).astype(np.float32)
+    sim[:, 3] = sim[:, 0]
+    best = np.array([sim[i, owner == i].max() for i in range(25)])
+    want_i2t = np.array([np.any(sim[i, owner != i] == best[i]) for i in range(25)])
+    want_t2i = np.array([np.any(np.delete(sim[:, j], owner[j]) == sim[owner[j], j]) for j in range(len(owner))])
+    s, o = torch.from_numpy(sim), torch.from_numpy(owner)
+    got = strict_ranks(s, o, chunk=4, backend=backend)
+    assert np.array_equal(got.i2t_tied.cpu().numpy(), want_i2t) and np.array_equal(got.t2i_tied.cpu().numpy(), want_t2i)
+    i2t, i2t_ties, t2i, t2i_ties = query_ranks(s, o, chunk=4, backend=backend)
+    assert (i2t_ties, t2i_ties) == (int(want_i2t.sum()), int(want_t2i.sum()))
+    assert 0 < i2t_ties < 25 and 0 < t2i_ties < len(owner)
+    assert torch.equal(i2t, got.i2t) and torch.equal(t2i, got.t2i)

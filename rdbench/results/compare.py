@@ -238,7 +238,7 @@ class Comparison:
 def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
             baseline: str | None = None, columns: list[str] | None = None,
             references: bool | list[str] = False, plot_dir=None, output=None,
-            n_boot: int = 1000, seed: int = 0) -> Comparison:
+            n_boot: int = 1000, seed: int = 0, tie_rule: str = "strict") -> Comparison:
     """Load, summarize, test and render records: everything ``rdbench compare`` does.
 
     ``references`` is True for every published table in ``rdbench/results/published/`` or a list of
@@ -251,6 +251,7 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
     if fmt == "parquet" and output is None:
         raise RdbenchError("--format parquet: needs --output FILE (parquet is binary)")
     df, warnings = load_records(results_dir, suite)
+    df = apply_tie_rule(df, tie_rule, warnings)
     summary = summarize(df)
     splits = summary.group_by("suite", "base_run", maintain_order=True).len()
     for row in splits.filter(pl.col("len") > 1).iter_rows(named=True):
@@ -258,7 +259,7 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
                         f"backbones; shown as {row['len']} separate rows, not averaged")
     cols = select_columns(columns, summary)
     tables, notes = build_tables(summary, df, cols, baseline=baseline, references=references,
-                                 n_boot=n_boot, seed=seed, warnings=warnings)
+                                 n_boot=n_boot, seed=seed, tie_rule=tie_rule, warnings=warnings)
     result = Comparison("", warnings, notes)
     if fmt in ("csv", "parquet"):
         text = write_frame(tables, fmt, output)
@@ -276,6 +277,29 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
         for table in tables:
             result.files += plot_suite(table, plot_dir)
     return result
+
+
+def apply_tie_rule(df: pl.DataFrame, tie_rule: str, warnings: list[str]) -> pl.DataFrame:
+    """Switch the test recalls to those recorded under ``tie_rule`` (``test@<rule>/...``).
+
+    ``strict`` (rdbench's rule) leaves the frame as it is. Records written before the lineage
+    recalls were recorded have none: their cells stay empty and a warning counts them.
+    """
+    if tie_rule == "strict":
+        return df
+    from rdbench.evaluation import TIE_RULES  # the one list of rules (the metric's own)
+
+    if tie_rule not in TIE_RULES:
+        raise RdbenchError(f"--tie-rule: unknown rule {tie_rule!r}; choose from {', '.join(TIE_RULES)}")
+    tests = [m for m in KEY_METRICS if m.startswith("test/")]
+    sources = {m: f"test@{tie_rule}/{m.removeprefix('test/')}" for m in tests}
+    df = df.with_columns(
+        (pl.col(src) if src in df.columns else pl.lit(None, pl.Float64)).alias(m) for m, src in sources.items())
+    lacking = df.filter((pl.col("status") == "success") & pl.col("test/mR").is_null()).height
+    if lacking:
+        warnings.append(f"{lacking} successful record(s) hold no test recalls under the {tie_rule} rule "
+                        "(written before rdbench recorded them); their cells are empty")
+    return df
 
 
 def _write_text(path: Path, text: str) -> None:

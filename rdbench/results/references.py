@@ -12,9 +12,16 @@ File layout::
     source: "<citation>"
     url: <where the numbers are>          # optional
     backbone: CLIP ViT-B/32               # the default for its rows
+    lineage: vsepp                        # the evaluation code its numbers came from (LINEAGES)
+    lineage_source: "<repo>/<path>: <function>"   # optional: where that code is
     datasets:
       rsicd:                              # one of DATASETS
         - {method: Adapter, trainable: 0.17M, i2t: [R@1, R@5, R@10], t2i: [...], mR: 24.84}
+
+A row may carry its own ``lineage`` where the source's table mixes numbers from other code.
+Recall depends on how the evaluation code orders tied scores, so ``rdbench compare
+--references`` shows each published row beside rdbench's recalls computed under the same
+lineage (the ``test@<lineage>/...`` metrics of each run; docs/references.md, docs/metric.md).
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ from rdbench.errors import RdbenchError
 #: Datasets with published rows; a suite's dataset key ``dataset/<name>`` selects them.
 DATASETS = ("rsicd", "rsitmd")
 KS = (1, 5, 10)
+#: The public evaluation codes a published table can come from; each run records its test recalls
+#: under every one of them as ``test@<lineage>/...`` (docs/metric.md):
+#: ``vsepp`` (VSE++ evaluation.py i2t/t2i: AMFMN, GaLR, PE-RSITR), ``pir`` (ALBEF's itm_eval: PIR,
+#: HarMA), ``clip_benchmark`` (LAION CLIP_benchmark's recall_at_k: RemoteCLIP, GeoRSCLIP).
+LINEAGES = ("vsepp", "pir", "clip_benchmark")
 
 
 #: The published rows shipped with the package (package data, beside this module).
@@ -59,6 +71,8 @@ class Reference:
     dataset: str
     trainable: str | None  # as published ("0.16M"), None where the source gives none
     values: dict[str, float]  # "test/i2t_R@1" ... "test/mR"
+    lineage: str  # the evaluation code of the numbers, one of LINEAGES
+    lineage_source: str | None = None  # "<repo>/<path>: <function>" of that code, as the file says
 
 
 def _numbers(path: Path, where: str, row: dict, field: str, count: int) -> list[float]:
@@ -71,6 +85,18 @@ def _numbers(path: Path, where: str, row: dict, field: str, count: int) -> list[
     return [float(v) for v in value]
 
 
+def _lineage(path: Path, where: str, value) -> str:
+    """``value`` checked against LINEAGES; ``where`` is "" for the file's field, else the row."""
+    prefix = f"{path}: " + (f"{where} " if where else "")
+    known = ", ".join(LINEAGES)
+    if value is None:
+        raise RdbenchError(f"{prefix}needs 'lineage', the evaluation code its numbers came from "
+                           f"(one of: {known}; docs/references.md)")
+    if not isinstance(value, str) or value not in LINEAGES:
+        raise RdbenchError(f"{prefix}unknown lineage '{value}' (known: {known})")
+    return value
+
+
 def _parse(path: Path) -> list[Reference]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -81,6 +107,10 @@ def _parse(path: Path) -> list[Reference]:
     datasets = data.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
         raise RdbenchError(f"{path}: needs 'datasets' mapping {', '.join(DATASETS)} to rows")
+    lineage = _lineage(path, "", data.get("lineage"))
+    lineage_source = data.get("lineage_source")
+    if lineage_source is not None and not isinstance(lineage_source, str):
+        raise RdbenchError(f"{path}: 'lineage_source' must be a string (\"<repo>/<path>: <function>\")")
     citation = data["source"] + (f" <{data['url']}>" if data.get("url") else "")
     out = []
     for dataset, rows in datasets.items():
@@ -97,9 +127,11 @@ def _parse(path: Path) -> list[Reference]:
             values |= {f"test/t2i_R@{k}": v for k, v in zip(KS, t2i)}
             values["test/mR"] = _numbers(path, where, row, "mR", 1)[0]
             trainable = row.get("trainable")
+            row_lineage = (_lineage(path, where, row["lineage"]) if "lineage" in row else lineage)
             out.append(Reference(path.stem, citation, row["method"],
                                  str(row.get("backbone", data.get("backbone", "?"))), dataset,
-                                 None if trainable is None else str(trainable), values))
+                                 None if trainable is None else str(trainable), values,
+                                 row_lineage, lineage_source))
     return out
 
 

@@ -86,6 +86,13 @@ def _frame_rows(table) -> list[dict]:
             rec |= {f"{c.key}_{f}": getattr(delta, a, None) for f, a in _DELTA_FIELDS}
         out.append(rec)
     for row in table.published:
+        if not row.published:  # rdbench's own row under a published row's evaluation code
+            rec = {"suite": table.suite, "run": row.label, "base_run": row.data["base_run"], "published": False,
+                   "source": None, "lineage": row.lineage, "seeds": row.seeds, "trainable": row.trainable or None}
+            rec |= {f"{k}_mean": v[0] for k, v in row.values.items()}
+            rec |= {f"{k}_std": v[1] for k, v in row.values.items()}
+            out.append(rec)
+            continue
         rec = {"suite": table.suite, "run": row.label, "base_run": None, "published": True,
                "source": row.data["source"], "trainable": row.trainable or None}
         rec |= {f"{k}_mean": v[0] for k, v in row.values.items()}

@@ -105,6 +105,9 @@ class Row:
     incomplete: int = 0
     deltas: dict[str, stats.Delta] = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # the summary row (rdbench rows only)
+    #: Set on rdbench's own rows recomputed under a published row's evaluation code (shown in
+    #: the published block beside those rows, never tested).
+    lineage: str | None = None
 
     @property
     def published(self) -> bool:
@@ -120,6 +123,7 @@ class SuiteTable:
     baseline: str | None
     footnotes: list[str]
     sources: dict[str, str] = field(default_factory=dict)  # mark -> citation
+    lineage_note: str | None = None  # what the "[<lineage> eval]" rows are, when present
     unmatched: list[str] = field(default_factory=list)  # rows without a comparable baseline
 
     @property
@@ -138,7 +142,7 @@ def _ranks_paths(row: Row) -> list[str]:
 
 
 def _deltas(row: Row, base: Row, columns: list[Column], df: pl.DataFrame, n_boot: int, seed: int,
-            hits_cache: dict, warnings: list[str]) -> None:
+            hits_cache: dict, warnings: list[str], tie_rule: str = "strict") -> None:
     """Fill ``row.deltas`` against ``base`` for every shown value column."""
     def per_seed(r: Row, key: str) -> list[float]:
         if key not in df.columns:
@@ -155,7 +159,8 @@ def _deltas(row: Row, base: Row, columns: list[Column], df: pl.DataFrame, n_boot
         return hits_cache[r.label]
 
     boot, row_hits, base_hits = None, None, None
-    needs_boot = min(row.seeds, base.seeds) < 3 and any(
+    # per-query hits are kept under the strict rule only: no bootstrap for a lineage's recalls
+    needs_boot = tie_rule == "strict" and min(row.seeds, base.seeds) < 3 and any(
         c.key in stats.BOOTSTRAP_METRICS for c in columns)
     if needs_boot:
         row_hits, base_hits = hits(row), hits(base)
@@ -224,6 +229,8 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
                                    if d["dataset_fingerprint"] else "")
         + f", {d['backbone'] or '?'}" for d in measured)
     notes.append(f"Measured by rdbench on {'; '.join(setups)}.")
+    if table.lineage_note:
+        notes.append(table.lineage_note)
     for mark, source in table.sources.items():
         notes.append(f"{mark} Published, not rerun: {source}.")
     return notes
@@ -231,7 +238,7 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
 
 def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column], *,
                  baseline: str | None = None, references: bool | list[str] = False,
-                 n_boot: int = 1000, seed: int = 0,
+                 n_boot: int = 1000, seed: int = 0, tie_rule: str = "strict",
                  warnings: list[str] | None = None) -> tuple[list[SuiteTable], list[str]]:
     """One :class:`SuiteTable` per suite, plus notes for the user (not for the paper)."""
     warnings = [] if warnings is None else warnings
@@ -250,16 +257,20 @@ def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column],
         rows = [_row(d, columns) for d in data]
         table = SuiteTable(suite, columns, rows, [], None, [])
         if baseline is not None:
-            _attach_baseline(table, baseline, df, n_boot, seed, notes, warnings)
+            _attach_baseline(table, baseline, df, n_boot, seed, notes, warnings, tie_rule)
         if references:
             _attach_references(table, data, names, notes)
         table.footnotes = _footnotes(table, data, n_boot, seed)
+        if tie_rule != "strict":
+            table.footnotes.insert(1, f"Test recalls under the {tie_rule} evaluation code's tie handling "
+                                      "(docs/metric.md), not rdbench's strict rule; per-query tests use the strict "
+                                      "rule only.")
         tables.append(table)
     return tables, notes
 
 
 def _attach_baseline(table: SuiteTable, baseline: str, df: pl.DataFrame, n_boot: int, seed: int,
-                     notes: list[str], warnings: list[str]) -> None:
+                     notes: list[str], warnings: list[str], tie_rule: str = "strict") -> None:
     """Compare every row with the baseline variant that used the same data and backbone."""
     variants = [r for r in table.rows if baseline in (r.label, r.data["base_run"])]
     if not variants:
@@ -275,10 +286,13 @@ def _attach_baseline(table: SuiteTable, baseline: str, df: pl.DataFrame, n_boot:
         if not match or not match[0].seeds:
             table.unmatched.append(row.label)
             continue
-        _deltas(row, match[0], table.value_columns, df, n_boot, seed, cache, warnings)
+        _deltas(row, match[0], table.value_columns, df, n_boot, seed, cache, warnings, tie_rule)
 
 
 def _attach_references(table: SuiteTable, data: list[dict], names, notes: list[str]) -> None:
+    """Published rows, each set beside rdbench's rows recomputed under the evaluation code that
+    produced it (its lineage: the rows labelled ``run [<lineage> eval]``), so that a published
+    number is compared with an rdbench number computed the same way (docs/metric.md)."""
     keys = list(dict.fromkeys(d["dataset"] for d in data if d["dataset"]))
     known = [k for k in keys if dataset_name(k)]
     for key in keys:
@@ -286,12 +300,35 @@ def _attach_references(table: SuiteTable, data: list[dict], names, notes: list[s
             notes.append(f"note: suite '{table.suite}' uses {key}; published rows exist only for "
                          f"{', '.join('dataset/' + d for d in DATASETS)}")
     marks: dict[str, str] = {}
+    by_lineage: dict[str, list[Row]] = {}
     for key in known:
         for ref in reference_rows(dataset_name(key), names):
             if ref.name not in marks:
                 marks[ref.name] = MARKS[len(marks) % len(MARKS)]
-                table.sources[marks[ref.name]] = ref.citation
+                table.sources[marks[ref.name]] = f"{ref.citation}; evaluated with the {ref.lineage} code"
             label = ref.method + (f" [{dataset_name(key)}]" if len(known) > 1 else "")
             values = {c.key: (ref.values.get(c.key), None) for c in table.value_columns}
-            table.published.append(Row(label + marks[ref.name], values, ref.trainable or "",
-                                       data={"source": ref.name}))
+            by_lineage.setdefault(ref.lineage, []).append(
+                Row(label + marks[ref.name], values, ref.trainable or "", data={"source": ref.name}))
+    for lineage, published in by_lineage.items():
+        table.published += [_under(row, lineage, table.value_columns) for row in table.rows if row.seeds]
+        table.published += published
+    if by_lineage:
+        table.lineage_note = (
+            "Beside the published rows, rdbench's rows recomputed from the same embeddings under the "
+            "evaluation code each published table came from (" + ", ".join(
+                f"[{lineage} eval]" for lineage in by_lineage) + "; docs/metric.md); the rows above keep "
+            "rdbench's strict tie rule.")
+
+
+def _under(row: Row, lineage: str, columns: list[Column]) -> Row:
+    """``row``'s test recalls as the ``lineage`` evaluation code computes them (recorded as
+    ``test@<lineage>/...``); other columns stay empty."""
+    def value(key: str) -> tuple[float | None, float | None]:
+        if not key.startswith("test/"):
+            return None, None
+        name = f"test@{lineage}/{key.removeprefix('test/')}"
+        return row.data.get(f"{name}_mean"), row.data.get(f"{name}_std")
+
+    return Row(f"{row.label} [{lineage} eval]", {c.key: value(c.key) for c in columns}, row.trainable,
+               row.trainable_params, row.seeds, row.failed, row.incomplete, data=row.data, lineage=lineage)

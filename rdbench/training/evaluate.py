@@ -11,12 +11,12 @@ for it are computed one way.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from rdbench.evaluation import retrieval_metrics
+from rdbench.evaluation import lineage_metrics, retrieval_metrics
 
 #: Counts an evaluation reports beside the metrics (docs/metric.md: ties count against a query).
 COUNTS = ("n_images", "n_captions", "ties_i2t", "ties_t2i")
@@ -29,11 +29,16 @@ class Evaluation:
     metrics: dict[str, float]
     counts: dict[str, int]
     ranks: dict[str, torch.Tensor]  # "i2t": (n_images,), "t2i": (n_captions,); 0 = ranked first
+    #: The same recalls under each public evaluation code's tie handling (docs/metric.md), when
+    #: asked for: {"vsepp": {"i2t_R@1": ..., "mR": ...}, "pir": {...}, "clip_benchmark": {...}}.
+    lineages: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], caption_image: torch.Tensor) -> Evaluation:
+def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], caption_image: torch.Tensor,
+                     *, lineages: bool = False) -> Evaluation:
     """The metric of a split from its ``(kind, item indices, embeddings)`` chunks (any order,
-    any rank's share: every rank's chunks are gathered first)."""
+    any rank's share: every rank's chunks are gathered first); with ``lineages``, also the
+    recalls under the public evaluation codes' tie handling, from the same similarities."""
     chunks = _gathered(chunks)
     images = _ordered([(i, e) for kind, i, e in chunks if kind == "images"])
     texts = _ordered([(i, e) for kind, i, e in chunks if kind == "texts"])
@@ -41,17 +46,20 @@ def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], capti
     values = retrieval_metrics(images, texts, caption_image.to(images.device), ranks=ranks)
     counts = {k: int(values[k]) for k in COUNTS}
     metrics = {k: float(v) for k, v in values.items() if k not in COUNTS}
-    return Evaluation(metrics, counts, ranks)
+    # each public evaluation code scores the embeddings its own way (which decides what ties)
+    extra = lineage_metrics(None, caption_image.to(images.device), image_emb=images, text_emb=texts) if lineages else {}
+    return Evaluation(metrics, counts, ranks, extra)
 
 
-def evaluate(trainer: Any, module: Any, data: Any, split: str) -> Evaluation:
-    """Encode ``split`` with ``module`` in ``trainer``'s predict loop and return its metrics."""
+def evaluate(trainer: Any, module: Any, data: Any, split: str, *, lineages: bool = False) -> Evaluation:
+    """Encode ``split`` with ``module`` in ``trainer``'s predict loop and return its metrics
+    (with ``lineages``, also under the public evaluation codes' tie handling)."""
     module.predict_split = data.predict_split = split
     with warnings.catch_warnings():
         # KindBatches yields every index exactly once (tested); Lightning cannot know that
         warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
         chunks = trainer.predict(module, datamodule=data, return_predictions=True)
-    return split_evaluation(list(chunks or []), data.split(split).caption_image)
+    return split_evaluation(list(chunks or []), data.split(split).caption_image, lineages=lineages)
 
 
 def _gathered(chunks: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:

@@ -168,8 +168,11 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         record.selection.update(best_score=float(checkpoint.best_model_score),
                                 checkpoint=str(Path(checkpoint.best_model_path).relative_to(folder)))
     for split in ("val", "test"):
-        result = evaluate(trainer, module, data, split)
+        # the test split also under each public evaluation code's tie handling (test@pir/mR, ...)
+        result = evaluate(trainer, module, data, split, lineages=split == "test")
         record.metrics.update({f"{split}/{k}": v for k, v in result.metrics.items()})
+        for rule, values in result.lineages.items():
+            record.metrics.update({f"{split}@{rule}/{k}": v for k, v in values.items()})
         record.eval[split] = dict(result.counts)
     # Per-query test ranks, for paired significance tests across methods (same test queries).
     if is_rank_zero():

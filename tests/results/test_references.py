@@ -8,11 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 from compare_records import make_record, write
 
 from rdbench.errors import RdbenchError
 from rdbench.results.compare import compare
-from rdbench.results.references import dataset_name, load_references, reference_rows
+from rdbench.results.references import (LINEAGES, dataset_name, load_references, reference_dir,
+                                        reference_rows)
 
 #: The published tables the reference YAML files are copied from; they ship with the project.
 REFERENCES_DOC = Path(__file__).resolve().parents[2] / "docs" / "references.md"
@@ -69,9 +71,73 @@ def test_dataset_name_mapping():
 
 
 def test_bad_reference_file_named(tmp_path):
-    (tmp_path / "x.yaml").write_text("source: s\ndatasets:\n  rsicd:\n    - {method: m, i2t: [1, 2], t2i: [1, 2, 3], mR: 1}\n")
+    (tmp_path / "x.yaml").write_text("source: s\nlineage: vsepp\ndatasets:\n  rsicd:\n    - {method: m, i2t: [1, 2], t2i: [1, 2, 3], mR: 1}\n")
     with pytest.raises(RdbenchError, match=r"x.yaml: datasets.rsicd\[0\] field 'i2t' must be a list of 3"):
         load_references(tmp_path)
+
+
+#: The evaluation code of each published file, as docs/references.md establishes it.
+EXPECTED_LINEAGE = {"pe-rsitr": "vsepp", "georsclip": "clip_benchmark", "remoteclip": "clip_benchmark"}
+
+
+def test_every_published_file_names_a_valid_lineage():
+    files = sorted(reference_dir().glob("*.yaml"))
+    assert {f.stem for f in files} == set(EXPECTED_LINEAGE)
+    sources = {}
+    for path in files:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert data["lineage"] in LINEAGES, path.name
+        assert data["lineage"] == EXPECTED_LINEAGE[path.stem], path.name
+        repo_path, _, function = data["lineage_source"].partition(": ")
+        assert repo_path.count("/") >= 2 and function, data["lineage_source"]  # owner/repo/path: fn
+        sources[path.stem] = data["lineage_source"]
+    for ref in load_references():
+        assert ref.lineage == EXPECTED_LINEAGE[ref.name], (ref.name, ref.method)
+        assert ref.lineage_source == sources[ref.name]
+
+
+def test_references_md_lists_each_file_lineage():
+    text = REFERENCES_DOC.read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^\| `([\w-]+)\.yaml` \| `(\w+)` \|", text, re.MULTILINE))
+    assert listed == EXPECTED_LINEAGE
+
+
+def test_lineages_are_recorded_rules():
+    evaluation = pytest.importorskip("rdbench.evaluation")
+    rules = getattr(evaluation, "TIE_RULES", None)
+    if rules is None:
+        pytest.skip("rdbench.evaluation.TIE_RULES not defined yet")
+    assert set(LINEAGES) <= set(rules)
+
+
+ROW = "    - {method: m, i2t: [1, 2, 3], t2i: [1, 2, 3], mR: 2}\n"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("lineage: albef\n", r"x\.yaml: unknown lineage 'albef' \(known: vsepp, pir, clip_benchmark\)"),
+    ("lineage: [vsepp]\n", r"x\.yaml: unknown lineage"),
+    ("", r"x\.yaml: needs 'lineage'.*vsepp, pir, clip_benchmark"),
+])
+def test_unknown_or_missing_lineage_rejected_naming_the_file(tmp_path, line, message):
+    (tmp_path / "x.yaml").write_text(f"source: s\n{line}datasets:\n  rsicd:\n{ROW}")
+    with pytest.raises(RdbenchError, match=message) as info:
+        load_references(tmp_path)
+    assert len(str(info.value).splitlines()) == 1 and str(tmp_path / "x.yaml") in str(info.value)
+
+
+def test_row_lineage_overrides_the_file(tmp_path):
+    (tmp_path / "x.yaml").write_text(
+        "source: s\nlineage: vsepp\nlineage_source: 'o/r/f.py: g'\ndatasets:\n  rsicd:\n" + ROW
+        + "    - {method: n, lineage: pir, i2t: [1, 2, 3], t2i: [1, 2, 3], mR: 2}\n")
+    refs = {r.method: r for r in load_references(tmp_path)}
+    assert (refs["m"].lineage, refs["n"].lineage) == ("vsepp", "pir")
+    assert refs["n"].lineage_source == "o/r/f.py: g"
+    bad = tmp_path / "bad"  # another folder: loaded folders are cached
+    bad.mkdir()
+    (bad / "x.yaml").write_text("source: s\nlineage: pir\ndatasets:\n  rsicd:\n"
+                                "    - {method: n, lineage: x, i2t: [1, 2, 3], t2i: [1, 2, 3], mR: 2}\n")
+    with pytest.raises(RdbenchError, match=r"x\.yaml: datasets\.rsicd\[0\] unknown lineage 'x'"):
+        load_references(bad)
 
 
 def suite_on(root, dataset, suite="s"):
