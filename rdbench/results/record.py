@@ -49,6 +49,7 @@ PACKAGES = ("rdbench", "torch", "torchvision", "open_clip_torch", "lightning", "
 
 _SECTIONS = ("components", "metrics", "eval", "train", "cost", "provenance")
 _STEPS = ("resumed_from_step", "failed_at_step")
+PURPOSES = ("run", "trial")
 
 
 def _is_int(value) -> bool:
@@ -99,6 +100,9 @@ class Record:
     selection: dict[str, Any] | None = None
     resumed_from_step: int | None = None
     failed_at_step: int | None = None
+    #: ``"run"`` (a suite's run) or ``"trial"`` (a tuning trial: selected on validation, never
+    #: evaluated on test, left out of comparison tables unless asked for).
+    purpose: str = "run"
 
     def to_json(self) -> dict[str, Any]:
         """The record as ``record.json`` holds it (a fresh dict); unset step fields are left out."""
@@ -151,6 +155,9 @@ class Record:
             value = data.get(name)
             if value is not None and not _is_int(value):
                 raise ValueError(f"field '{name}' has an invalid value {value!r}")
+        purpose = data.get("purpose", "run")
+        if purpose not in PURPOSES:
+            raise ValueError(f"field 'purpose' has an invalid value {purpose!r} (one of {', '.join(PURPOSES)})")
         if version == 1:
             sections["cost"].setdefault("backbone_params", None)  # did not exist in version 1
         elif data["status"] == "success":
@@ -167,6 +174,7 @@ class Record:
             **sections,
             selection=copy.deepcopy(selection),
             **{name: data.get(name) for name in _STEPS},
+            purpose=purpose,
         )
 
     def write(self, folder: str | Path) -> Path:

@@ -58,8 +58,12 @@ def unresolved_record(run: Unresolvable) -> Record:
     return record
 
 
-def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks: list | tuple = ()) -> Record:
+def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks: list | tuple = (),
+            purpose: str = "run") -> Record:
     """Train and evaluate one run at one seed; always returns (and writes) a record.
+
+    A ``purpose="trial"`` run (a tuning trial) is selected and evaluated on validation only:
+    the test split is never encoded, so no search can read it.
 
     A ``checkpoints/last.ckpt`` left by an interrupted attempt with the same resolved config is
     resumed unless ``fresh``; with another config it is discarded (it trained something else).
@@ -74,10 +78,10 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
     if writer:
         write_yaml(folder / CONFIG_FILE, config)
     record = _new_record(run.plan)
+    record.purpose = purpose
     record.components = config["components"]
-    trainer = None
     try:
-        trainer = _train_and_evaluate(run, folder, record, resume, list(extra_callbacks))
+        _train_and_evaluate(run, folder, record, resume, list(extra_callbacks), test=purpose != "trial")
         record.status = "success"
         if writer:
             (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
@@ -117,7 +121,8 @@ def _provenance(record: Record, run: ResolvedRun, parts: Assembly) -> None:
     record.provenance["dataset"] = dataset
 
 
-def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: Path | None, callbacks: list) -> Any:
+def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: Path | None, callbacks: list,
+                        test: bool = True) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -167,7 +172,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         module.load_state_dict(state, strict=False)
         record.selection.update(best_score=float(checkpoint.best_model_score),
                                 checkpoint=str(Path(checkpoint.best_model_path).relative_to(folder)))
-    for split in ("val", "test"):
+    for split in ("val", "test") if test else ("val",):
         # the test split also under each public evaluation code's tie handling (test@pir/mR, ...)
         result = evaluate(trainer, module, data, split, lineages=split == "test")
         record.metrics.update({f"{split}/{k}": v for k, v in result.metrics.items()})
@@ -175,10 +180,9 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
             record.metrics.update({f"{split}@{rule}/{k}": v for k, v in values.items()})
         record.eval[split] = dict(result.counts)
     # Per-query test ranks, for paired significance tests across methods (same test queries).
-    if is_rank_zero():
+    if test and is_rank_zero():
         write_json(folder / RANKS_FILE, {"split": "test", "i2t": result.ranks["i2t"].tolist(), "t2i": result.ranks["t2i"].tolist()})
     record.cost["peak_mem_bytes"], record.cost["peak_mem_kind"] = _peak_memory()
-    return trainer
 
 
 def _peak_memory() -> tuple[int, str]:
