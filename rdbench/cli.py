@@ -64,15 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, metavar="T",
                    help="largest accepted difference per metric, in points (default: 0 on CPU, 0.5 on an accelerator)")
 
-    p = sub.add_parser("list", help="list registered components")
-    p.add_argument("pattern", nargs="?", default="", help="substring or kind/ prefix to filter keys")
+    p = sub.add_parser("list", help="list registered components; with an exact key, every argument of it")
+    p.add_argument("pattern", nargs="?", default="",
+                   help="substring or kind/ prefix to filter keys; an exact key (adapter/cmaa) shows its arguments "
+                   "with type, default and description")
     p.add_argument("--params", metavar="ARCHITECTURE",
                    help="count each component's trainable parameters on a randomly initialised open_clip model, e.g. ViT-B-32")
     p.add_argument("--format", default="simple", help="tabulate format: simple, github, latex, ...")
+    p.add_argument("--markdown", action="store_true",
+                   help="the argument reference of the matching keys as Markdown (docs/components.md)")
 
     p = sub.add_parser("compare", help="tables, significance tests and plots from run records (docs/compare.md)")
-    p.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    p.add_argument("results", nargs="*", default=["results"], metavar="DIR",
+                   help="results folders, e.g. one per machine, read into one table (default: results)")
     p.add_argument("--suite", help="only this suite")
+    p.add_argument("--runs", type=_csv, metavar="PATTERNS",
+                   help="only runs whose name matches one of these comma-separated globs, e.g. 'lora*,full'")
+    p.add_argument("--exclude", type=_csv, metavar="PATTERNS", help="leave out runs whose name matches one of these globs")
+    p.add_argument("--trials", action="store_true", help="include tuning trials (tune-<study>/trial<k>; left out by default)")
     p.add_argument("--format", default="table", help="table (terminal), markdown, latex, csv or parquet (needs --output)")
     p.add_argument("--output", metavar="FILE", help="write the table to FILE instead of printing it")
     p.add_argument("--baseline", metavar="RUN", help="add a delta column per metric against RUN, with a significance test")
@@ -82,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", nargs="?", const=True, default=False, type=_csv, metavar="NAMES",
                    help="add published rows for the suite's dataset (rsicd, rsitmd); optionally only these "
                    "published files (rdbench/results/published), e.g. pe-rsitr,georsclip")
+    p.add_argument("--allow-other-splits", action="store_true",
+                   help="with --references, show published rows even beside rows measured on another test split "
+                   "than the published one (marked ⋄; refused otherwise)")
     p.add_argument("--tie-rule", default="strict", metavar="RULE",
                    help="test recalls under rdbench's strict tie rule (default) or a public evaluation code's: "
                    "vsepp, pir, clip_benchmark (docs/metric.md)")
@@ -114,10 +126,14 @@ def cmd_run(args) -> int:
     outcome = run_suite(args.suite, results=results, only=args.only, seeds=args.seeds,
                         overrides=parse_set(args.overrides), overwrite=args.overwrite)
     failed_workers = sum(w.wait() != 0 for w in workers)
-    print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed; records in {results}/"
+    changed = f", {outcome.changed} changed since their records (not rerun)" if outcome.changed else ""
+    print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed{changed}; records in {results}/"
           + (f" ({len(workers)} more worker process(es), {failed_workers} reporting failures)" if workers else ""))
     if outcome.failed or failed_workers:
         raise RunFailed(f"{outcome.failed} run(s) failed; their record.json says why")
+    if outcome.changed:
+        raise RdbenchError(f"{outcome.changed} run(s) have records of another config (keys named above); "
+                           "--overwrite reruns them, or restore the suite")
     return 0
 
 
@@ -170,22 +186,14 @@ def _check_writable(folder: Path) -> None:
 
 def cmd_tune(args) -> int:
     from rdbench.suite import parse_set
-    from rdbench.tune import tune
+    from rdbench.tune import summary, tune
 
     _check_writable(Path(args.results))
     result = tune(args.suite, args.run, args.trials, study_name=args.study, storage=args.storage,
                   timeout=args.timeout, results=args.results, overrides=parse_set(args.overrides))
-    states: dict[str, int] = {}
-    for t in result.study.trials:
-        # a trial number handed out past --trials and never run is not a failure
-        name = "over budget (never run)" if t.user_attrs.get("rdbench") else t.state.name.lower()
-        states[name] = states.get(name, 0) + 1
-    print(f"study {result.study.study_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f" ({result.ran} run here)")
+    print("\n".join(summary(result)))
     if result.best_params is None:
         raise RdbenchError("no trial completed; see the trials' record.json files")
-    print("best: " + ", ".join(f"{k}={v}" for k, v in result.best_params.items()) + f" (val mR {result.study.best_value:.2f})")
-    print(f"snippet: {result.snippet_path}")
-    print(result.snippet_path.read_text().rstrip())
     return 0
 
 
@@ -227,6 +235,18 @@ def cmd_list(args) -> int:
 
     from rdbench.registry import REGISTRY
 
+    if args.markdown:
+        from rdbench.describe import markdown_reference, select_entries
+
+        print(markdown_reference(select_entries(args.pattern)), end="")
+        return 0
+    if args.pattern and not args.params:
+        from rdbench.describe import describe_key
+
+        text = describe_key(args.pattern)  # an exact key: its arguments; None: the table below
+        if text is not None:
+            print(text, end="")
+            return 0
     if args.params:
         from rdbench.accounting import count_table
 
@@ -254,7 +274,9 @@ def cmd_compare(args) -> int:
         raise RdbenchError(f"--bootstrap: needs a positive number of resamples, got {args.bootstrap}")
     result = compare(args.results, suite=args.suite, fmt=args.format, baseline=args.baseline,
                      columns=args.columns, references=args.references, plot_dir=args.plot,
-                     output=args.output, n_boot=args.bootstrap, seed=args.bootstrap_seed, tie_rule=args.tie_rule)
+                     output=args.output, n_boot=args.bootstrap, seed=args.bootstrap_seed, tie_rule=args.tie_rule,
+                     runs=args.runs, exclude=args.exclude, trials=args.trials,
+                     allow_other_splits=args.allow_other_splits)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for note in result.notes:

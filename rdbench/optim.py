@@ -39,6 +39,17 @@ class AdamWOptimizer(Optimizer):
     fine-tuning, whose optimiser step over ViT-B-32's 151M weights costs about 1.2 s on one CPU
     thread with the per-tensor loop and 0.2 s fused: a benchmark must not handicap the method
     PEFT is compared against. ``False`` forces the per-tensor implementation.
+
+    Args:
+        lr: Peak learning rate, reached at the end of the warm-up.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: Adam's ``(beta1, beta2)``.
+        eps: Adam's epsilon.
+        warmup_ratio: Fraction of the total steps spent in the linear warm-up, in [0, 1).
+        schedule: The learning rate after the warm-up: ``constant``, or a ``cosine`` or
+            ``linear`` decay to 0 at the last step.
+        fused: Use torch's fused AdamW (True), the per-tensor loop (False), or decide from
+            where the parameters live (None).
     """
 
     def __init__(

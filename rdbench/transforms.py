@@ -68,7 +68,11 @@ class ResizeTransform(Transform):
 @register("transform/center-crop")
 class CenterCropTransform(Transform):
     """Resize the short side to ``size / crop_fraction``, then crop the centre (CLIP-style
-    evaluation); ``crop_fraction`` 1.0 is a plain resize."""
+    evaluation); ``crop_fraction`` 1.0 is a plain resize.
+
+    Args:
+        crop_fraction: Side of the centre crop as a fraction of the resized short side, in (0, 1].
+    """
 
     def __init__(self, crop_fraction: float = 0.875):
         if not 0 < crop_fraction <= 1:
@@ -88,6 +92,10 @@ class RandomResizedCropTransform(Transform):
 
     Scale (0.5, 1.0) is HarMA's; torchvision's default (0.08, 1.0) would often keep a patch
     too small to show what a remote-sensing caption describes.
+
+    Args:
+        scale: Range ``(low, high)`` of the crop's area as a fraction of the image's.
+        ratio: Range ``(low, high)`` of the crop's aspect ratio (width / height).
     """
 
     def __init__(self, scale: tuple[float, float] = (0.5, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)):
@@ -106,7 +114,12 @@ class RandomResizedCropTransform(Transform):
 
 @register("transform/flip")
 class FlipTransform(Transform):
-    """Horizontal and vertical flips, each with its own probability, then the resize."""
+    """Horizontal and vertical flips, each with its own probability, then the resize.
+
+    Args:
+        horizontal: Probability of a horizontal (left-right) flip.
+        vertical: Probability of a vertical (top-bottom) flip.
+    """
 
     def __init__(self, horizontal: float = 0.5, vertical: float = 0.5):
         for name, p in (("horizontal", horizontal), ("vertical", vertical)):
@@ -133,7 +146,11 @@ class Rotate90Transform(Transform):
 
 @register("transform/compose", example={"steps": ["transform/random-resized-crop", "transform/flip"]})
 class ComposeTransform(Transform):
-    """Apply ``steps`` in order (each step resizes to the backbone's size, so any order works)."""
+    """Apply ``steps`` in order (each step resizes to the backbone's size, so any order works).
+
+    Args:
+        steps: The transforms, in the order they are applied; at least one.
+    """
 
     def __init__(self, steps: list[Transform]):
         if not steps:
@@ -153,6 +170,12 @@ class RSAugmentTransform(Transform):
 
     Any part can be switched off (``crop_scale: null``, a probability of 0, ``rotate90: false``),
     which is how an ablation of the augmentation is written.
+
+    Args:
+        crop_scale: Area range of the random resized crop; null: a plain resize instead.
+        horizontal_flip: Probability of a horizontal flip.
+        vertical_flip: Probability of a vertical flip.
+        rotate90: Add a random rotation by a multiple of 90 degrees.
     """
 
     def __init__(

@@ -48,6 +48,11 @@ class MultiHeadSelfAttention(Attention):
 
     The control for DA and HA: same width, same placement, no differential or hierarchical
     structure. The output projection starts at zero, so the adapter starts as a plain bottleneck.
+
+    Args:
+        heads: Number of attention heads; ``dim`` must be divisible by it.
+        window: If set, a token attends only to tokens fewer than ``window`` positions from it
+            (a local band); None: the whole sequence.
     """
 
     def __init__(self, dim: int, layer: int = 1, causal: bool = False, heads: int = 4, window: int | None = None):
@@ -85,6 +90,14 @@ class DifferentialAttention(Attention):
     learnable scale, and the ``(1 - lambda_init)`` factor. ``second_map``, ``head_norm`` and
     ``head_scale`` switch those parts off (with all three off, this is softmax attention on the
     same projections; a test checks it). The output projection starts at zero.
+
+    Args:
+        heads: Number of differential heads; each splits its queries and keys in two, so ``dim``
+            must be divisible by ``2 * heads``.
+        second_map: Subtract the second softmax map, scaled by ``lambda`` (the differential part);
+            False keeps the first map only.
+        head_norm: Apply the per-head RMSNorm, with its learnable scale, to each head's output.
+        head_scale: Multiply the heads' output by ``(1 - lambda_init)``.
     """
 
     def __init__(
@@ -173,6 +186,9 @@ class HierarchicalAttention(Attention):
     1. token self-attention (causal on text, padding masked);
     2. attention pooling over real tokens into a sentence vector (a learned context vector);
     3. the sentence vector is fed back to every token through a gate ``g`` that starts at zero.
+
+    Args:
+        heads: Heads of the token-level self-attention (step 1); ``dim`` must be divisible by it.
     """
 
     def __init__(self, dim: int, layer: int = 1, causal: bool = False, heads: int = 4):
@@ -193,6 +209,13 @@ class LocalGlobalAttention(Attention):
     then full attention over the phrase-mixed tokens, fused by a gate that starts at zero.
 
     The second reading of RDB's HA (docs/method.md, "Hierarchical attention"), so a suite can compare the two.
+
+    Args:
+        heads: Heads of both the local and the global self-attention; ``dim`` must be divisible
+            by it.
+        window: Width of the local stage's phrase windows: a token attends to the tokens fewer
+            than ``window`` positions from it (on the causal text tower, itself and the
+            ``window - 1`` tokens before it).
     """
 
     def __init__(self, dim: int, layer: int = 1, causal: bool = False, heads: int = 4, window: int = 3):

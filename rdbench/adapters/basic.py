@@ -74,6 +74,17 @@ class BottleneckAdapter(Adapter):
     Inserts ``x + s * up(relu(down(x)))`` at each selected block's MLP sub-layer, parallel to the
     MLP by default (AdaptFormer's placement) or sequentially after it. Only the adapters train.
     ``bottleneck=64`` follows MRS-Adapter's width; ``scale=0.1`` is AdaptFormer's.
+
+    Args:
+        bottleneck: Width of each branch's down-projection.
+        scale: The output scale ``s`` (the gate's initial value when ``learnable_scale``).
+        learnable_scale: Make ``s`` a learned gate, one per branch, starting at ``scale``.
+        position: ``parallel``: each branch reads the post-attention stream and its output is
+            added to the MLP's; ``sequential``: it reads the block's output, after the MLP.
+        towers: The towers that get adapters (``vision``, ``text``).
+        layers: 0-based indices of the blocks that get a branch (negative ones count from the
+            end); None: every block.
+        dropout: Dropout after the ReLU.
     """
 
     def __init__(

@@ -71,6 +71,23 @@ class CMAAdapter(Adapter):
 
     ``bottleneck=64`` is MRS-Adapter's width (equal in both towers, as the shared interaction
     needs); ``scale=0.1`` is AdaptFormer's fixed scale; ``learnable_scale`` makes it a gate.
+
+    Args:
+        bottleneck: Bottleneck width ``r`` of every branch, the same in both towers.
+        vision_mixer: The image tower's token mixer (VEA's differential attention);
+            ``attention/none`` switches it off.
+        text_mixer: The text tower's token mixer (TSA's hierarchical attention);
+            ``attention/none`` switches it off.
+        interaction: The layer both towers share at each depth; ``interaction/none`` makes the
+            two towers' adapters independent.
+        position: ``parallel``: each branch reads the post-attention stream and its output is
+            added to the MLP's; ``sequential``: it reads the block's output, after the MLP.
+        scale: The output scale ``s`` in ``x + s * a`` (the gate's initial value when
+            ``learnable_scale``).
+        learnable_scale: Make ``s`` a learned gate, one per branch, starting at ``scale``.
+        layers: 0-based indices of the blocks that get a branch (negative ones count from the
+            end); None: every block.
+        dropout: Dropout after the down-projection's activation.
     """
 
     def __init__(
@@ -129,7 +146,11 @@ class CMAAdapter(Adapter):
 @register("adapter/symmetric", tags=("baseline", "symmetric"))
 class SymmetricAdapter(CMAAdapter):
     """The symmetric counterpart of CMAA: the same skeleton and the same ``mixer`` in both
-    towers (none by default: a plain bottleneck adapter with GELU, the ablation's baseline)."""
+    towers (none by default: a plain bottleneck adapter with GELU, the ablation's baseline).
+
+    Args:
+        mixer: The token mixer of both towers; ``attention/none`` gives a plain bottleneck.
+    """
 
     def __init__(
         self,

@@ -45,6 +45,11 @@ class HoulsbyAdapter(Adapter):
     ``y + up(relu(down(y)))`` on each sub-layer's output before its residual add; only the
     adapters train. ``up`` starts at zero. ``bottleneck=2`` keeps the count (0.15M on ViT-B/32)
     near PE-RSITR's "Adapter (0.17M)" row.
+
+    Args:
+        bottleneck: Width of each adapter's down-projection.
+        layers: 0-based indices of the blocks that get adapters (negative ones count from the
+            end); None: every block.
     """
 
     def __init__(self, bottleneck: int = 2, layers: list[int] | None = None):
@@ -80,6 +85,11 @@ class CLIPAdapter(Adapter):
     the towers themselves are untouched. ``ratio=0.2`` is the paper's choice for images;
     PE-RSITR applies it to both towers, and its 0.52M on ViT-B/32 is reduction 2 (the CLIP-Adapter
     paper's default is 4), which is the default here.
+
+    Args:
+        ratio: Residual ratio in ``e' = ratio * mlp(e) + (1 - ratio) * e``, in [0, 1].
+        reduction: The MLP's hidden width is the embedding width divided by ``reduction``.
+        towers: The towers whose output embeddings get an MLP (``vision``, ``text``).
     """
 
     identity_at_init = False
@@ -147,6 +157,13 @@ class MRSAdapter(Adapter):
     modality-specific down-projections (768->64, 512->64), ReLU, dropout 0.5, modality-specific
     up-projections to D-64 plus a shared 64->64 up-projection concatenated; up-projections start
     at zero. Exactly 161,088 trainable parameters on ViT-B/32. Train it with ``loss/hmmc``.
+
+    Args:
+        bottleneck: Width of the modality-specific down-projections.
+        shared: Output width of the shared ``bottleneck -> shared`` up-projection; each
+            modality's own up-projection gives the other ``D - shared`` features.
+        dropout: Dropout after the ReLU.
+        scale: Factor on the module's output before it is added to the MLP's.
     """
 
     def __init__(self, bottleneck: int = 64, shared: int = 64, dropout: float = 0.5, scale: float = 1.0):
@@ -184,7 +201,14 @@ class SharedCoreBranch(nn.Module):
 
 class SharedCoreAdapter(Adapter):
     """Bottleneck adapters in both towers around an ``r -> r`` layer shared by the towers at each
-    depth and sub-layer (parallel branches, fixed scale); subclasses choose the sub-layers."""
+    depth and sub-layer (parallel branches, fixed scale); subclasses choose the sub-layers.
+
+    Args:
+        bottleneck: Width ``r`` of the down-projections and of the shared ``r -> r`` layer.
+        scale: Fixed factor on each branch's output.
+        layers: 0-based indices of the blocks that get branches (negative ones count from the
+            end); None: every block.
+    """
 
     sublayers: tuple[str, ...] = ("mlp",)
 

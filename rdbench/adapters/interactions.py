@@ -20,7 +20,11 @@ class NoInteraction(Interaction):
 class SharedMLPInteraction(Interaction):
     """A residual MLP ``r -> r/2 -> r`` whose weights both towers use at the same depth (the
     default reading of RDB's shared interaction layer, docs/method.md, "Shared interaction layer"). Its last layer
-    starts at zero."""
+    starts at zero.
+
+    Args:
+        hidden_ratio: Hidden width of the MLP as a fraction of ``dim`` (at least one unit).
+    """
 
     def __init__(self, dim: int, layer: int = 1, hidden_ratio: float = 0.5):
         super().__init__(dim, layer)
@@ -37,7 +41,12 @@ class SharedMLPInteraction(Interaction):
 class SharedSliceInteraction(Interaction):
     """A shared slice of the up-projection (MRS-Adapter's reading, PE-RSITR 2023): both towers'
     up-projections end in the same ``r -> width`` map, zero-initialised, concatenated after each
-    tower's own ``r -> D - width`` map."""
+    tower's own ``r -> D - width`` map.
+
+    Args:
+        width: Output width of the shared map, the last ``width`` features of each tower's
+            adapter output; must be narrower than either tower.
+    """
 
     def __init__(self, dim: int, layer: int = 1, width: int = 64):
         super().__init__(dim, layer)

@@ -68,6 +68,17 @@ class LoRAAdapter(Adapter):
     (``q``, ``k``, ``v``), the attention output projection (``out``) and the MLP's layers
     (``fc``, ``proj``). Defaults (rank 8, alpha 16, q and v) follow the LoRA paper's attention
     setting. See the module docstring for why this is a torch parametrization, not peft.
+
+    Args:
+        rank: Rank of each update ``B A``.
+        alpha: Scaling numerator: the update is ``(alpha / rank) B A``.
+        dropout: Dropout on ``A``'s columns (LoRA's input dropout, moved onto the weight).
+        targets: The weights that get an update: ``q``, ``k``, ``v`` (slices of the fused
+            ``in_proj_weight``), ``out`` (the attention output projection), ``fc`` and ``proj``
+            (the MLP's layers).
+        towers: The towers that get updates (``vision``, ``text``).
+        layers: 0-based indices of the blocks that get updates (negative ones count from the
+            end); None: every block.
     """
 
     def __init__(

@@ -29,7 +29,15 @@ from rdbench.registry import REGISTRY
 
 
 class Attention(nn.Module):
-    """Base class of token mixers; see the module docstring for the contract."""
+    """Base class of token mixers; see the module docstring for the contract.
+
+    Args:
+        dim: Width of the tokens it mixes, the host adapter's bottleneck width ``r``; passed by
+            the host.
+        layer: 1-based depth of the host block (differential attention's ``lambda_init`` depends
+            on it); passed by the host.
+        causal: Apply CLIP's causal mask (True on the text tower); passed by the host.
+    """
 
     def __init__(self, dim: int, layer: int = 1, causal: bool = False):
         super().__init__()
@@ -37,7 +45,12 @@ class Attention(nn.Module):
 
 
 class Interaction(nn.Module):
-    """Base class of interaction layers; see the module docstring for the contract."""
+    """Base class of interaction layers; see the module docstring for the contract.
+
+    Args:
+        dim: Width of the bottleneck space it acts in, the adapter's ``r``; passed by the host.
+        layer: 1-based depth of the blocks it joins; passed by the host.
+    """
 
     shared_width: int = 0
 

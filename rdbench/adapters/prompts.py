@@ -62,6 +62,11 @@ class CoOpAdapter(Adapter):
     shared by every caption (the unified-context variant); only they train.
 
     Inserted after the start token; initialised from N(0, 0.02^2) as in CoOp.
+
+    Args:
+        n_ctx: Number of learned context embeddings; they take room in the text context, so a
+            caption longer than what is left loses its last words (its EOT token is kept).
+        init_std: Standard deviation of the normal initialisation.
     """
 
     identity_at_init = False
@@ -118,6 +123,11 @@ class VPTAdapter(Adapter):
     after the class token. ``deep`` (the default, as PE-RSITR's "VPT (deep)") gives every block
     its own tokens; shallow inserts them once at the input. Only the prompts train.
     ``n_tokens=50`` (deep) gives PE-RSITR's 0.46M on ViT-B/32.
+
+    Args:
+        n_tokens: Number of learned tokens (per block when ``deep``).
+        deep: Give every block its own tokens; False inserts them once at the input.
+        init_std: Standard deviation of the normal initialisation.
     """
 
     identity_at_init = False
@@ -141,7 +151,14 @@ class VLPromptAdapter(Adapter):
     """VL-Prompt (prompts in both towers, as PE-RSITR benchmarks it; after Khattak et al.'s
     independent vision-language prompting): CoOp-style context in the text prompt and VPT tokens
     in the vision tower, learned independently. Only the prompts train. The defaults (16 text
-    context tokens, 50 deep vision tokens) give PE-RSITR's 0.47M on ViT-B/32."""
+    context tokens, 50 deep vision tokens) give PE-RSITR's 0.47M on ViT-B/32.
+
+    Args:
+        n_ctx: Number of learned context embeddings in the text prompt (as ``adapter/coop``).
+        n_tokens: Number of learned vision tokens (per block when ``deep``, as ``adapter/vpt``).
+        deep: Give every vision block its own tokens; False inserts them once at the input.
+        init_std: Standard deviation of the normal initialisation of both prompts.
+    """
 
     identity_at_init = False
 

@@ -66,6 +66,12 @@ class OpenCLIPBackbone(Backbone):
     files; ``env:RDBENCH_CHECKPOINT`` reads that path from the environment variable, so a suite
     file serves every machine. ``None`` gives random weights (parameter counts, benchmarks). A local checkpoint is
     loaded with ``weights_only=True`` and its SHA-256 goes into every record.
+
+    Args:
+        architecture: An open_clip architecture name (``open_clip.list_models()``).
+        pretrained: An open_clip pretrained tag, the path of a local open_clip state dict,
+            ``env:VAR`` for a path held in an environment variable, or None for random weights.
+        image_size: Input image size in pixels; None: the architecture's own.
     """
 
     def __init__(self, architecture: str = "ViT-B-32", pretrained: str | None = None, image_size: int | None = None):
@@ -81,6 +87,7 @@ class OpenCLIPBackbone(Backbone):
         self.mean = tuple(open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(open_clip.OPENAI_DATASET_STD)
         self._checksum: str | None = None
+        self._checkpoint: str | None = None  # what ``pretrained`` resolved to when the model was built
 
     def _pretrained(self) -> str | None:
         """``pretrained``, where ``env:VAR`` reads the path from ``$VAR``: a suite names the
@@ -115,9 +122,10 @@ class OpenCLIPBackbone(Backbone):
         if local is not None:
             model = create_model(self.architecture, pretrained=None, **kwargs)
             load_state(model, local, self.architecture)
-            self._checksum = file_sha256(local)
+            self._checksum, self._checkpoint = file_sha256(local), str(local.resolve())
         else:
-            model = create_model(self.architecture, pretrained=self._pretrained(), **kwargs)
+            self._checkpoint = self._pretrained()  # an open_clip tag, or None for random weights
+            model = create_model(self.architecture, pretrained=self._checkpoint, **kwargs)
             self._checksum = None if self.pretrained is None else f"open_clip:{self.architecture}:{self.pretrained}"
         return model
 
@@ -125,7 +133,9 @@ class OpenCLIPBackbone(Backbone):
         return self._tokenizer(texts)
 
     def provenance(self) -> dict[str, Any]:
-        return {"architecture": self.architecture, "pretrained": self.pretrained, "checksum": self._checksum}
+        # ``pretrained`` as configured (possibly env:VAR); ``checkpoint`` the file or tag it resolved to.
+        return {"architecture": self.architecture, "pretrained": self.pretrained, "checkpoint": self._checkpoint,
+                "checksum": self._checksum}
 
 
 def load_state(model: nn.Module, path: Path, architecture: str) -> None:

@@ -49,7 +49,18 @@ def register_architecture() -> None:
 @register("backbone/tiny-rs", example={"steps": 3, "batch_size": 16, "source_images": 32})
 class TinyRSBackbone(Backbone):
     """Embedded tiny CLIP (open_clip config ``tiny-rs``), pre-trained by rdbench on a synthetic
-    source domain and cached; see the module docstring."""
+    source domain and cached; see the module docstring.
+
+    Each argument is part of the pre-training recipe, whose hash names the cached weights:
+    changing one builds and caches another backbone.
+
+    Args:
+        steps: Pre-training steps.
+        batch_size: Image-caption pairs per pre-training step.
+        lr: Peak learning rate of the pre-training's AdamW (warm-up, then cosine decay).
+        source_images: Number of synthetic source-domain images generated for pre-training.
+        seed: Seed of the source-domain data and of the pre-training.
+    """
 
     def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 1e-3, source_images: int = 5000, seed: int = 0):
         register_architecture()
@@ -93,7 +104,8 @@ class TinyRSBackbone(Backbone):
 
     def provenance(self) -> dict[str, Any]:
         path = self.weights_path
-        return {"architecture": ARCHITECTURE, "pretrained": str(path), "checksum": file_sha256(path) if path.is_file() else None}
+        return {"architecture": ARCHITECTURE, "pretrained": str(path), "checkpoint": str(path),
+                "checksum": file_sha256(path) if path.is_file() else None}
 
 
 def pretrain(backbone: TinyRSBackbone, path: Path) -> None:

@@ -4,8 +4,12 @@ Before hours of training, a user wants to know that every image opens, that the 
 the sizes they should, and which quirks the annotations carry (RSICD repeats captions across
 images, which makes ties in the metric). The report names every missing or unreadable image
 (errors: the run would fail on them), warns when the test split is not the canonical one (the
-numbers would not be comparable with published ones), and ends with the table's fingerprint,
-the value every result record of this data will carry.
+numbers would not be comparable with published ones), and ends with the table's fingerprint.
+
+The table checked is the one a run uses, ``load_table()`` of the dataset component with the
+same arguments (split scheme and exclusion applied), so that the fingerprint printed is the
+one every record of such a run carries (``rdbench.training.execute``): there is one
+fingerprint, :func:`rdbench.data.table.table_fingerprint` of that table.
 """
 
 from __future__ import annotations
@@ -75,19 +79,23 @@ def _check_one(path: str) -> tuple[str, str | None, tuple[int, int] | None]:
 
 
 def verify_table(table: pl.DataFrame, title: str, canonical_test: tuple[int, int] | None = None,
-                 dataset: str = "dataset") -> Report:
-    """Check ``table`` and every image it names; see the module docstring."""
+                 dataset: str = "dataset", notes: list[str] | tuple[str, ...] = ()) -> Report:
+    """Check ``table`` (the table a run uses) and every image it names; see the module
+    docstring. ``notes`` (how the splits came about) are printed below the title."""
     from tabulate import tabulate
 
     report = Report()
     report.add(title)
+    for note in notes:
+        report.add(note)
     counts = split_counts(table)
     report.add(tabulate([list(r.values()) for r in counts], headers=list(counts[0]) if counts else [],
                         tablefmt="simple", intfmt=","))
     missing_splits = [s for s in SPLITS if s not in {r["split"] for r in counts}]
     if missing_splits:
-        report.add(f"no {' or '.join(missing_splits)} split in the files"
-                   + (" (the dataset's default split scheme carves val from train)" if "val" in missing_splits else ""))
+        report.add(f"no {' or '.join(missing_splits)} split"
+                   + (" (a run selects its checkpoint on val: split_scheme auto or carve carves one from train)"
+                      if "val" in missing_splits else ""))
 
     images = table.unique("path", keep="first", maintain_order=True).select("path", "image_id", "split")
     where = {p: (i, s) for p, i, s in images.iter_rows()}
@@ -105,7 +113,7 @@ def verify_table(table: pl.DataFrame, title: str, canonical_test: tuple[int, int
 
     _shared_captions(table, report)
     _canonical(table, canonical_test, dataset, report)
-    report.add(f"fingerprint: {table_fingerprint(table)['sha256']}")
+    report.add(f"fingerprint: {table_fingerprint(table)['sha256']} (the records of runs on this dataset spec carry it)")
     verdict = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
     report.add(f"{verdict}" + ("" if report.errors else "; the data is usable"))
     return report

@@ -40,6 +40,11 @@ from rdbench.registry import REGISTRY, register
 class Dataset(abc.ABC):
     """Base class of datasets; see the module docstring for the contract."""
 
+    #: Path arguments that must exist before a run (``rdbench.resolution.inputs`` checks them
+    #: without building anything); a folder the dataset writes itself is not one of them.
+    #: None: the usual names (root, image_dir, exclude) are checked.
+    input_paths: tuple[str, ...] | None = None
+
     @abc.abstractmethod
     def load_table(self) -> pl.DataFrame:  # pragma: no cover - contract
         """Contract method: every registered component overrides it."""
@@ -61,6 +66,8 @@ class SyntheticRSDataset(Dataset):
     reader, so that the embedded default exercises the same path as RSICD. The files are cached
     under ``$RDBENCH_CACHE/data`` unless ``root`` is given.
     """
+
+    input_paths = ()  # root is where it writes the generated files
 
     def __init__(self, root: str | None = None, train: PositiveInt = 400, val: PositiveInt = 100, test: PositiveInt = 100, image_size: PositiveInt = 64, seed: int = 0):
         for name, n in (("train", train), ("val", val), ("test", test)):
@@ -108,7 +115,8 @@ class FolderDataset(Dataset):
     """
 
     name = "captions"
-    env_var: str | None = None
+    env_var: str | None = None  # read when ``root`` is null
+    input_paths = ("root", "image_dir", "exclude")
     canonical_test: tuple[int, int] | None = None  # (images, captions) of the published test split
 
     def __init__(
@@ -128,6 +136,7 @@ class FolderDataset(Dataset):
         self.image_dir, self.val_fraction, self.seed = image_dir, val_fraction, seed
         self.exclude, self.encoding = exclude, encoding
         self._described: dict[str, Any] = {}
+        self.found: Annotations | None = None  # the files the last load_table read
 
     def csv_options(self) -> CsvOptions:
         return CsvOptions(encoding=self.encoding)
@@ -153,7 +162,10 @@ class FolderDataset(Dataset):
         return read_annotations(found, self.image_dir, self.csv_options()), found
 
     def load_table(self) -> pl.DataFrame:
+        """The table a run uses: the files' table with the split scheme and the exclusion
+        applied. Its fingerprint is the one records carry and ``rdbench data verify`` prints."""
         table, found = self.read_native()
+        self.found = found
         scheme = self.split_scheme
         if scheme == "auto":
             scheme = "native" if has_split(table, "val") else "carve"
@@ -254,6 +266,8 @@ class TransferDataset(Dataset):
     record then names the list and how many images it removed), so the exclusion is visible in
     the config rather than implied.
     """
+
+    input_paths = ()  # its two datasets have their own
 
     def __init__(self, train: Dataset, test: Dataset):
         self.train, self.test = train, test

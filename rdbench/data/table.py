@@ -10,7 +10,9 @@ its format into this table and everything downstream reads only the table. One r
               fingerprint, because it differs from one machine to the next.
 ``caption``   the caption text, stripped.
 ``split``     ``train``, ``val`` or ``test``.
-``label``     the scene class, or null where the dataset gives none (RSICD's numeric file names).
+``label``     the scene class, or null where the dataset gives none (RSICD's numeric file names,
+              or an annotation that marks the image unlabelled, e.g. PIR's ``label: -1``): an
+              unlabelled image is never a class of its own (:func:`clean_label`).
 ``source``    where the row came from (annotation file name and format), so that an error found
               downstream can still name the file to fix.
 
@@ -51,6 +53,47 @@ _FINGERPRINT_TAG = b"rdbench-caption-table-v1\n"
 # trailing number. At least two letters are required so that names such as "P0001.png" (DOTA
 # style) or "00012.jpg" do not produce a bogus one-letter class.
 _LABEL_RE = re.compile(r"^(?P<label>[A-Za-z][A-Za-z _-]*[A-Za-z])[ _-]*\d+$")
+
+NO_CLASS: frozenset[str] = frozenset({
+    "", "-", "none", "null", "nan", "na", "n/a", "unknown", "unlabelled", "unlabeled", "no class", "no_class",
+})
+"""Label values (lower-cased) that annotations use for "this image has no class"."""
+
+_NEGATIVE_NUMBER_RE = re.compile(r"^-\d+(?:\.0*)?$")
+
+
+def clean_label(value: Any) -> Any:
+    """The scene class an annotation gives, or None when it says the image has none.
+
+    None, empty text, a negative class index (``label: -1``, ``"-1"``, as PIR/HarMA records mark
+    an image without a class) and the markers of :data:`NO_CLASS` (``none``, ``unknown``, ...)
+    mean *no class*: such an image is unlabelled, never a class of its own. Text is stripped;
+    a non-negative integer index becomes its text. Other types pass through unchanged, so that
+    :func:`make_table` rejects them as a reader bug.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if value < 0 else str(value)
+    if isinstance(value, float):
+        if value != value or value < 0:  # NaN or negative
+            return None
+        return str(int(value)) if value.is_integer() else value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in NO_CLASS or _NEGATIVE_NUMBER_RE.match(text):
+            return None
+        return text
+    return value
+
+
+def is_no_class_index(value: Any) -> bool:
+    """True for a negative class index (``-1`` or ``"-1"``): the annotation says "no class"."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value < 0
+    return isinstance(value, str) and bool(_NEGATIVE_NUMBER_RE.match(value.strip()))
 
 
 def empty_table() -> pl.DataFrame:
@@ -106,7 +149,8 @@ def make_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
     bug and raises ValueError). Content problems that come from the annotation file raise
     :class:`DataError` naming the row's ``source``: an unknown split, an empty image id or
     caption, one image id in two splits (a leak between training and test) or with two paths or
-    two labels. An empty label becomes null.
+    two labels. Labels go through :func:`clean_label`: an empty one or a "no class" marker
+    (``-1``, ``none``, ``unknown``) becomes null.
 
     The result is sorted by split (train, val, test), then image id; the sort is stable, so the
     captions of one image keep the order the reader gave them.
@@ -123,16 +167,13 @@ def make_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
                              f"and unexpected columns {extra}")
         source = str(row["source"])
         for name in COLUMNS:
-            columns[name].append(_as_string(row[name], name, index, source))
+            value = clean_label(row[name]) if name == "label" else row[name]
+            columns[name].append(_as_string(value, name, index, source))
 
     df = pl.DataFrame(columns, schema=SCHEMA)
     if df.height == 0:
         return df
-    df = df.with_columns(
-        pl.col("caption").str.strip_chars(),
-        pl.when(pl.col("label").str.strip_chars() == "").then(None)
-        .otherwise(pl.col("label")).alias("label"),
-    )
+    df = df.with_columns(pl.col("caption").str.strip_chars())
     _check_content(df)
     return sort_table(df)
 

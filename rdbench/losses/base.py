@@ -74,7 +74,11 @@ REGISTRY.define_kind("weighting", Weighting)
 
 @register("weighting/fixed")
 class FixedWeighting(Weighting):
-    """Fixed weights ``sum_k w_k L_k`` (1.0 for every term not named)."""
+    """Fixed weights ``sum_k w_k L_k`` (1.0 for every term not named).
+
+    Args:
+        weights: Weight of each term, by the term's name in the composite.
+    """
 
     def __init__(self, weights: dict[str, float] | None = None):
         super().__init__()
@@ -95,6 +99,11 @@ class CompositeLoss(LossTerm):
     as the only term of a composite with fixed weights, so ``config.yaml`` shows the composite
     that runs and the module always sees this class. Without a weighting (Python use) the
     weights are fixed at 1.
+
+    Args:
+        terms: The loss terms by name; a name appears in the logs as ``loss/<name>`` and
+            ``weight/<name>`` and is what the weighting's arguments refer to.
+        weighting: How the terms' values combine into one loss.
     """
 
     def __init__(self, terms: dict[str, LossTerm], weighting: Weighting | None = None):

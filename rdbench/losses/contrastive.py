@@ -43,6 +43,10 @@ class InfoNCELoss(LossTerm):
     distribution spread evenly over them, so that a duplicate is never pushed away as a negative.
     ``gather`` (DDP) takes the negatives from every rank's batch (gradients flow back through
     the gather, as in open_clip's ``gather_with_grad``); off, each rank uses its own batch.
+
+    Args:
+        label_smoothing: Fraction of the uniform distribution mixed into the targets.
+        gather: Under DDP, take the negatives from every rank's batch.
     """
 
     def __init__(self, label_smoothing: float = 0.0, gather: bool = False):
@@ -81,7 +85,11 @@ def hardest_negative_hinge(sim: torch.Tensor, positive: torch.Tensor, margin: fl
 @register("loss/vsepp")
 class VSEPPLoss(LossTerm):
     """VSE++ hinge with the hardest negative (Faghri et al., BMVC 2018), margin 0.2, on cosine
-    similarities; captions of the same image are positives, never negatives."""
+    similarities; captions of the same image are positives, never negatives.
+
+    Args:
+        margin: The hinge's margin on cosine similarities.
+    """
 
     def __init__(self, margin: float = 0.2):
         super().__init__()
@@ -100,6 +108,11 @@ class HMMCLoss(LossTerm):
     (``p = 0.2``) on the token embeddings (patch tokens for images, word tokens for text); other
     samples are the negatives. The second pass is a term's request to the module: dropout hooks
     on the towers' input embeddings, removed right after.
+
+    Args:
+        margin: The margin of all three hinge terms, on cosine similarities.
+        intra_weight: Weight of the two intra-modal terms against the cross-modal one.
+        token_dropout: Dropout probability on the token embeddings in the second forward pass.
     """
 
     def __init__(self, margin: float = 0.2, intra_weight: float = 1.0, token_dropout: float = 0.2):

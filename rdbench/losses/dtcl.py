@@ -30,6 +30,10 @@ class ClassificationLoss(LossTerm):
     Labels come from the dataset (scene class from the file name or the annotation); samples
     without a label (-1) contribute nothing. The heads are built at ``setup`` from the number of
     classes the dataset reports, and train with the adapter.
+
+    Args:
+        shared_head: One linear head for both embeddings instead of one per modality.
+        label_smoothing: Label smoothing of each cross-entropy.
     """
 
     def __init__(self, shared_head: bool = False, label_smoothing: float = 0.0):
@@ -58,7 +62,12 @@ class ClassificationLoss(LossTerm):
 
 class _MeanTeacher(LossTerm):
     """An exponential moving average of the student's trainable parameters (Tarvainen and
-    Valpola, 2017), kept as buffers so it never receives a gradient and is checkpointed."""
+    Valpola, 2017), kept as buffers so it never receives a gradient and is checkpointed.
+
+    Args:
+        decay: EMA decay of the teacher's weights, in (0, 1); after ``t`` updates the decay used
+            is ``min(decay, (1 + t) / (10 + t))``.
+    """
 
     def __init__(self, decay: float = 0.999):
         super().__init__()
@@ -134,6 +143,9 @@ class EMAPrototypeLoss(LossTerm):
     classified against the *text* prototypes and each caption against the *image* prototypes
     (cross-entropy on cosine similarity times the backbone's temperature). Prototypes are
     buffers, updated after each step from detached embeddings; unlabelled samples are ignored.
+
+    Args:
+        decay: EMA decay of the prototypes, in (0, 1); a class's first batch sets its prototype.
     """
 
     def __init__(self, decay: float = 0.99):

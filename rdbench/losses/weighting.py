@@ -17,6 +17,9 @@ class UncertaintyWeighting(Weighting):
     default reading of DTCL's adaptive weighting: ``sum_k exp(-s_k) L_k + s_k`` with one learned
     log-variance ``s_k`` per term, initialised at ``init`` (0: every weight starts at 1). The
     ``s_k`` train with the adapter; the reported weight of term k is ``exp(-s_k)``.
+
+    Args:
+        init: Initial log-variance ``s_k`` of every term.
     """
 
     def __init__(self, init: float = 0.0):
@@ -44,6 +47,10 @@ class DynamicWeightAveraging(Weighting):
     """Dynamic Weight Average (Liu, Johns and Davison, CVPR 2019): ``w_k = K softmax_k(r_k / T)``
     with ``r_k`` the ratio of term k's mean over the last window of ``window`` steps to its mean
     over the window before; weights are 1 until two windows have passed. Nothing is learned.
+
+    Args:
+        temperature: ``T`` in the softmax; a larger one keeps the weights closer to 1.
+        window: Training steps per averaging window.
     """
 
     def __init__(self, temperature: float = 2.0, window: int = 20):

@@ -8,14 +8,19 @@ table per suite (:mod:`rdbench.results.tables`) to the renderer of the chosen fo
 (and the per-query ``test_ranks.json`` beside them) only, never checkpoints, so a comparison can
 be made from results copied off another machine.
 
-Three rules keep the tables honest: failed and unfinished seeds are counted and shown rather than
+Four rules keep the tables honest: failed and unfinished seeds are counted and shown rather than
 dropped, seeds that used a different dataset (fingerprint) or backbone are never averaged
-together, and published numbers are shown beside measured ones but never ranked or tested.
+together, published numbers are shown beside measured ones but never ranked or tested, and a
+row measured on another test split than the published one is marked (and published rows are set
+beside it only when asked). Several results folders (one per machine) are read into one table;
+tuning trials are left out unless asked for.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +29,7 @@ import polars as pl
 from rdbench.atomic import write_atomic
 from rdbench.errors import RdbenchError
 from rdbench.results.record import RECORD_FILE, Record
+from rdbench.results.references import split_geometry
 from rdbench.results.render_latex import render_latex
 from rdbench.results.render_text import DATA_FORMATS, TEXT_FORMATS, render_text, write_frame
 
@@ -39,9 +45,13 @@ _BASE_SCHEMA = {
     "dataset_fingerprint": pl.String, "backbone": pl.String, "trainable_params": pl.Int64,
     "adapter_params": pl.Int64, "total_params": pl.Int64, "backbone_params": pl.Int64, "train_time_s": pl.Float64,
     "peak_mem_bytes": pl.Int64, "finished_at": pl.String, "schema_version": pl.Int64, "path": pl.String,
+    "purpose": pl.String, "test_images": pl.Int64, "test_captions": pl.Int64, "backbone_detail": pl.String,
 }
 # Seeds differing in any of these are different experiments, so they are never pooled.
 _VARIANT_COLS = ("dataset", "dataset_fingerprint", "backbone")
+#: Run names that ``rdbench tune`` gives its trials (``tune-<study>/trial<k>``): records written
+#: before ``purpose`` existed are known as trials by this name.
+_TRIAL_NAME = re.compile(r"^tune-.+/trial\d+$")
 
 
 def check_format(fmt: str) -> None:
@@ -67,6 +77,32 @@ def _is_num(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def backbone_detail(backbone: dict | None) -> str | None:
+    """What a record's ``provenance.backbone`` says was loaded, for the notes: architecture,
+    checkpoint (file name of a local file, or the open_clip tag) and short checksum, e.g.
+    ``ViT-B-32, RS5M_ViT-B-32.pt, sha256 1a2b3c4d``; None when it names none of them."""
+    if not isinstance(backbone, dict):
+        return None
+    text = {k: v for k, v in backbone.items() if isinstance(v, str) and v}
+    parts = [text["architecture"]] if "architecture" in text else []
+    # Records written before ``checkpoint`` existed keep only ``pretrained`` (possibly env:VAR).
+    checkpoint = text.get("checkpoint") or text.get("pretrained")
+    if checkpoint:
+        parts.append(checkpoint.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1])
+    elif "architecture" in text and backbone.get("pretrained", "") is None:
+        parts.append("random weights")
+    # A file's SHA-256; other forms (open_clip:<arch>:<tag>) repeat what is named already.
+    checksum = re.fullmatch(r"(?:sha256:)?([0-9a-f]{64})", text.get("checksum", ""))
+    if checksum:
+        parts.append(f"sha256 {checksum.group(1)[:8]}")
+    return ", ".join(parts) or None
+
+
+def is_trial(purpose: str | None, run: str) -> bool:
+    """A tuning trial: ``purpose`` "trial", or a run named as ``rdbench tune`` names its trials."""
+    return purpose == "trial" or bool(_TRIAL_NAME.match(run))
+
+
 def _flatten(record: Record) -> dict:
     """Turn one checked record into a flat row (cost and training values that are not numbers
     are left empty rather than rejected: they are informative only)."""
@@ -89,6 +125,9 @@ def _flatten(record: Record) -> dict:
     row["train_time_s"] = float(cost["train_time_s"]) if _is_num(cost.get("train_time_s")) else None
     row["finished_at"] = record.finished_at
     row["schema_version"] = record.schema_version
+    row["purpose"] = "trial" if is_trial(record.purpose, record.run) else record.purpose
+    row["test_images"], row["test_captions"] = split_geometry(record) or (None, None)
+    row["backbone_detail"] = backbone_detail(provenance.get("backbone"))
     row.update({f"value:{k}": v for k, v in record.metrics.items()})
     # Training summaries are informative only, so a non-number there is skipped, not fatal.
     row.update({f"value:{k if k.startswith('train/') else 'train/' + k}": float(v)
@@ -96,20 +135,35 @@ def _flatten(record: Record) -> dict:
     return row
 
 
+def _record_paths(roots: list[Path]) -> list[Path]:
+    """Every ``record.json`` below the folders, each file once (folders may overlap)."""
+    seen: dict[Path, Path] = {}
+    for root in roots:
+        if not root.is_dir():
+            raise RdbenchError(f"{root}: results folder does not exist")
+        for path in sorted(root.rglob(RECORD_FILE)):
+            seen.setdefault(path.resolve(), path)
+    return list(seen.values())
+
+
 def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, list[str]]:
     """Read every ``record.json`` below ``results_dir`` into one row each, plus warnings.
 
-    One unreadable file must not hide a whole benchmark, so bad files are reported in the
-    warnings and skipped. Metric and training columns keep their record names (``test/mR``,
+    ``results_dir`` is one folder or a list of them (e.g. one per machine): their records make
+    one frame. One unreadable file must not hide a whole benchmark, so bad files are reported in
+    the warnings and skipped. Metric and training columns keep their record names (``test/mR``,
     ``train/loss/infonce``). With ``suite`` only that suite's rows are returned; a suite with no
-    records is an error listing the ones found.
+    records is an error listing the ones found. ``purpose`` is "trial" for tuning trials (also
+    those written before records stated it); ``test_images`` / ``test_captions`` are the test
+    split's size as recorded.
     """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise RdbenchError(f"{root}: results folder does not exist")
+    roots = [Path(d) for d in ([results_dir] if isinstance(results_dir, (str, Path)) else results_dir)]
+    if not roots:
+        raise RdbenchError("no results folder given")
+    root = ", ".join(map(str, roots))  # names the folders in messages
     warnings: list[str] = []
     rows: dict[tuple, dict] = {}
-    for path in sorted(root.rglob(RECORD_FILE)):
+    for path in _record_paths(roots):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -146,6 +200,40 @@ def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, l
     if suite is not None:
         df = df.filter(pl.col("suite") == suite)
     return df, warnings
+
+
+def select_runs(df: pl.DataFrame, runs: list[str] | None = None, exclude: list[str] | None = None,
+                trials: bool = False, warnings: list[str] | None = None) -> pl.DataFrame:
+    """Keep the records whose run name matches a ``runs`` glob (all when None) and no ``exclude``
+    glob (``fnmatch``: ``*`` also crosses ``/``); tuning trials only with ``trials``.
+
+    A ``runs`` pattern that matches no run is an error listing the runs (a typo must not print a
+    silently smaller table); trials left out are counted in one warning.
+    """
+    warnings = [] if warnings is None else warnings
+    names = df["run"].unique(maintain_order=True).to_list()
+
+    def matches(patterns: list[str]) -> set[str]:
+        return {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+    keep = set(names)
+    if runs:
+        for pattern in runs:
+            if not matches([pattern]):
+                raise RdbenchError(f"--runs: no run matches '{pattern}' (runs: {', '.join(names)})")
+        keep = matches(runs)
+    if exclude:
+        keep -= matches(exclude)
+    df = df.filter(pl.col("run").is_in(sorted(keep)))
+    if not trials:
+        left_out = df.filter(pl.col("purpose") == "trial").height
+        if left_out:
+            warnings.append(f"{left_out} tuning trial record(s) left out; --trials shows them")
+            df = df.filter(pl.col("purpose") != "trial")
+    if df.is_empty():
+        raise RdbenchError("no record left to compare (runs: " + ", ".join(names) + ")"
+                           + ("; tuning trials are left out unless --trials" if not trials else ""))
+    return df
 
 
 def value_columns(df: pl.DataFrame) -> list[str]:
@@ -198,6 +286,11 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
         pl.coalesce(pl.col("trainable_params").filter(ok).drop_nulls().first(),
                     pl.col("trainable_params").drop_nulls().first()).alias("trainable_params"),
         pl.col("path").filter(ok).alias("paths"),
+        # The test split's size (the same for seeds of one dataset fingerprint) and what each
+        # seed's backbone loaded, both from successful seeds where there are any.
+        *(pl.coalesce(pl.col(c).filter(ok).drop_nulls().first(), pl.col(c).drop_nulls().first()).alias(c)
+          for c in ("test_images", "test_captions")),
+        pl.col("backbone_detail").filter(ok).drop_nulls().unique(maintain_order=True).alias("backbone_details"),
     ]
     for m in values:
         vals = pl.col(m).filter(ok).drop_nulls()
@@ -220,7 +313,8 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
         labels.append(_variant_label(row["run"], row, varies) if varies else row["run"])
     out = out.rename({"run": "base_run"}).with_columns(pl.Series("run", labels, dtype=pl.String))
     front = ["suite", "run", "base_run", "run_index", *_VARIANT_COLS, "seeds", "failed",
-             "incomplete", "trainable_params", "backbone_params", "paths"]
+             "incomplete", "trainable_params", "backbone_params", "test_images", "test_captions",
+             "backbone_details", "paths"]
     rest = [c for c in out.columns if c not in front]
     return out.select(*front, *rest).sort("suite", "run_index", "run")
 
@@ -238,12 +332,17 @@ class Comparison:
 def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
             baseline: str | None = None, columns: list[str] | None = None,
             references: bool | list[str] = False, plot_dir=None, output=None,
-            n_boot: int = 1000, seed: int = 0, tie_rule: str = "strict") -> Comparison:
+            n_boot: int = 1000, seed: int = 0, tie_rule: str = "strict",
+            runs: list[str] | None = None, exclude: list[str] | None = None, trials: bool = False,
+            allow_other_splits: bool = False) -> Comparison:
     """Load, summarize, test and render records: everything ``rdbench compare`` does.
 
-    ``references`` is True for every published table in ``rdbench/results/published/`` or a list of
-    their names. ``output`` is required for parquet (binary) and optional for csv; the file is
-    then listed in ``files`` and ``text`` says where it went.
+    ``results_dir`` is one results folder or a list of them. ``references`` is True for every
+    published table in ``rdbench/results/published/`` or a list of their names; with rows measured
+    on another test split than the published one it is an error unless ``allow_other_splits``.
+    ``runs`` / ``exclude`` are run-name globs (:func:`select_runs`); tuning trials are left out
+    unless ``trials``. ``output`` is required for parquet (binary) and optional for csv; the file
+    is then listed in ``files`` and ``text`` says where it went.
     """
     from rdbench.results.tables import build_tables, select_columns
 
@@ -251,6 +350,7 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
     if fmt == "parquet" and output is None:
         raise RdbenchError("--format parquet: needs --output FILE (parquet is binary)")
     df, warnings = load_records(results_dir, suite)
+    df = select_runs(df, runs, exclude, trials, warnings)
     df = apply_tie_rule(df, tie_rule, warnings)
     summary = summarize(df)
     splits = summary.group_by("suite", "base_run", maintain_order=True).len()
@@ -259,7 +359,8 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
                         f"backbones; shown as {row['len']} separate rows, not averaged")
     cols = select_columns(columns, summary)
     tables, notes = build_tables(summary, df, cols, baseline=baseline, references=references,
-                                 n_boot=n_boot, seed=seed, tie_rule=tie_rule, warnings=warnings)
+                                 n_boot=n_boot, seed=seed, tie_rule=tie_rule, warnings=warnings,
+                                 allow_other_splits=allow_other_splits)
     result = Comparison("", warnings, notes)
     if fmt in ("csv", "parquet"):
         text = write_frame(tables, fmt, output)

@@ -19,6 +19,10 @@ File layout::
         - {method: Adapter, trainable: 0.17M, i2t: [R@1, R@5, R@10], t2i: [...], mR: 24.84}
 
 A row may carry its own ``lineage`` where the source's table mixes numbers from other code.
+Published numbers are measured on each dataset's published test split (its ``canonical_test``
+in :mod:`rdbench.data.datasets`, the one place those sizes are written); a run whose recorded
+test split (``eval.test.n_images``, ``n_captions``) differs is not comparable with them
+(:func:`geometry_note`, :func:`other_split`).
 Recall depends on how the evaluation code orders tied scores, so ``rdbench compare
 --references`` shows each published row beside rdbench's recalls computed under the same
 lineage (the ``test@<lineage>/...`` metrics of each run; docs/references.md, docs/metric.md).
@@ -58,6 +62,64 @@ def dataset_name(key: str | None) -> str | None:
         return None
     name = key.removeprefix("dataset/")
     return name if name in DATASETS else None
+
+
+def canonical_test(dataset: str | None) -> tuple[int, int] | None:
+    """(images, captions) of the published test split of ``dataset`` (``rsicd`` or
+    ``dataset/rsicd``), as the dataset class declares it; None for datasets without published rows."""
+    name = dataset_name(f"dataset/{dataset.removeprefix('dataset/')}" if dataset else None)
+    if name is None:
+        return None
+    from rdbench.data.datasets import RSICDDataset, RSITMDDataset  # the one source of the sizes
+
+    return {cls.name: cls.canonical_test for cls in (RSICDDataset, RSITMDDataset)}.get(name)
+
+
+def split_geometry(record) -> tuple[int | None, int | None] | None:
+    """(n_images, n_captions) of a record's test split (``record.eval["test"]``); None when the
+    record states neither (a run that failed before testing, records written before counts)."""
+    test = record.eval.get("test") if isinstance(record.eval, dict) else None
+    if not isinstance(test, dict):
+        return None
+    counts = tuple(v if isinstance(v, int) and not isinstance(v, bool) else None
+                   for v in (test.get("n_images"), test.get("n_captions")))
+    return None if counts == (None, None) else counts
+
+
+def other_split(dataset: str | None, n_images: int | None, n_captions: int | None) -> tuple[int, int] | None:
+    """The published test split of ``dataset`` when a known test split size differs from it
+    (the rows are then not comparable with published numbers); None when comparable or unknown."""
+    canonical = canonical_test(dataset)
+    if canonical is None:
+        return None
+    differs = any(v is not None and v != c for v, c in zip((n_images, n_captions), canonical))
+    return canonical if differs else None
+
+
+def split_text(n_images: int | None, n_captions: int | None) -> str:
+    """``8 images and 40 captions`` (``?`` for an unknown count)."""
+    return " and ".join(f"{'?' if n is None else f'{n:,}'} {what}"
+                        for n, what in ((n_images, "images"), (n_captions, "captions")))
+
+
+def geometry_note(record) -> str | None:
+    """One line saying that ``record``'s test split is not the published one, e.g. "test split of
+    dataset/rsitmd has 8 images and 40 captions; the published RSITMD test split has 452 and
+    2,260: rows of this run are not comparable with published numbers"; None when the split is
+    the published one, its size is not recorded, or the dataset has no published rows."""
+    def key(section: str) -> str | None:
+        sub = getattr(record, section, {}).get("dataset")
+        value = sub.get("key") if isinstance(sub, dict) else None
+        return value if isinstance(value, str) else None
+
+    dataset = key("provenance") or key("components")
+    geometry = split_geometry(record)
+    canonical = other_split(dataset, *geometry) if geometry else None
+    if canonical is None:
+        return None
+    return (f"test split of {dataset} has {split_text(*geometry)}; the published "
+            f"{dataset_name(dataset).upper()} test split has {canonical[0]:,} and {canonical[1]:,}: "
+            "rows of this run are not comparable with published numbers")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ _TEX = {
     "<": r"$<$", ">": r"$>$", "|": r"$|$",
     "±": r"$\pm$", "Δ": r"$\Delta$", "≥": r"$\geq$", "—": "---", "–": "--",
     "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\textsuperscript{\S}",
-    "¶": r"\textsuperscript{\P}", "‖": r"\textsuperscript{$\|$}",
+    "¶": r"\textsuperscript{\P}", "‖": r"\textsuperscript{$\|$}", "⋄": r"\textsuperscript{$\diamond$}",
 }
 
 
@@ -78,7 +78,7 @@ def render_latex(table) -> str:
     body: list[list[str]] = []
     for i, row in enumerate(table.rows + table.published):
         measured = i < len(table.rows)
-        line = [tex(row.label)]
+        line = [tex(row.shown_label)]
         for c in table.columns:
             if c.key == "trainable":
                 line.append(tex(row.trainable))

@@ -38,7 +38,7 @@ def grid(table, star: str = "*") -> tuple[list[str], list[list[str]]]:
     cells = []
     for row in table.rows + table.published:
         counts = ["", ""] if row.published else [str(row.seeds), str(row.failed)]
-        line = [row.label, *counts] + ([str(row.incomplete or "")] if show_incomplete else [])
+        line = [row.shown_label, *counts] + ([str(row.incomplete or "")] if show_incomplete else [])
         for c in table.columns:
             if c.key == "trainable":
                 line.append(row.trainable)
@@ -78,7 +78,9 @@ def _frame_rows(table) -> list[dict]:
         rec = {"suite": table.suite, "run": row.label, "base_run": d["base_run"], "published": False,
                "source": None, "dataset": d["dataset"], "backbone": d["backbone"],
                "seeds": row.seeds, "failed": row.failed, "incomplete": row.incomplete,
-               "trainable_params": row.trainable_params, "backbone_params": d["backbone_params"]}
+               "trainable_params": row.trainable_params, "backbone_params": d["backbone_params"],
+               "test_images": d["test_images"], "test_captions": d["test_captions"],
+               "other_split": bool(row.mark)}
         rec |= {k: v for k, v in d.items() if k.endswith(("_mean", "_std"))}
         # Every row gets the delta fields (null where untested) so the schema never depends on data.
         for c in table.value_columns if table.baseline is not None else []:
@@ -88,7 +90,8 @@ def _frame_rows(table) -> list[dict]:
     for row in table.published:
         if not row.published:  # rdbench's own row under a published row's evaluation code
             rec = {"suite": table.suite, "run": row.label, "base_run": row.data["base_run"], "published": False,
-                   "source": None, "lineage": row.lineage, "seeds": row.seeds, "trainable": row.trainable or None}
+                   "source": None, "lineage": row.lineage, "seeds": row.seeds, "trainable": row.trainable or None,
+                   "other_split": bool(row.mark)}
             rec |= {f"{k}_mean": v[0] for k, v in row.values.items()}
             rec |= {f"{k}_std": v[1] for k, v in row.values.items()}
             out.append(rec)

@@ -19,11 +19,13 @@ from rdbench.errors import RdbenchError
 from rdbench.results import stats
 from rdbench.results.cells import human_count
 from rdbench.results.record import RANKS_FILE
-from rdbench.results.references import DATASETS, dataset_name, reference_rows
+from rdbench.results.references import DATASETS, dataset_name, other_split, reference_rows, split_text
 
 DEFAULT_COLUMNS = ("trainable", *stats.TEST_RECALLS, "test/mR")
 #: Marks of published rows, one per source table in the order they appear.
 MARKS = ("†", "‡", "§", "¶", "‖")
+#: Mark of rdbench rows measured on another test split than the published one of their dataset.
+OTHER_SPLIT_MARK = "⋄"
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,17 @@ class Row:
     #: Set on rdbench's own rows recomputed under a published row's evaluation code (shown in
     #: the published block beside those rows, never tested).
     lineage: str | None = None
+    #: Appended to the label when shown: :data:`OTHER_SPLIT_MARK` on rows measured on another
+    #: test split than the published one (explained in the footnotes).
+    mark: str = ""
 
     @property
     def published(self) -> bool:
         return self.seeds is None
+
+    @property
+    def shown_label(self) -> str:
+        return self.label + self.mark
 
 
 @dataclass
@@ -131,10 +140,52 @@ class SuiteTable:
         return [c for c in self.columns if c.key != "trainable"]
 
 
+def _other_split(data: dict) -> tuple[int, int] | None:
+    """The published test split of the row's dataset when the row was measured on another one."""
+    return other_split(data["dataset"], data.get("test_images"), data.get("test_captions"))
+
+
 def _row(data: dict, columns: list[Column]) -> Row:
     values = {c.key: (data.get(f"{c.key}_mean"), data.get(f"{c.key}_std")) for c in columns}
     return Row(data["run"], values, trainable_text(data["trainable_params"], data["backbone_params"]),
-               data["trainable_params"], data["seeds"], data["failed"], data["incomplete"], data=data)
+               data["trainable_params"], data["seeds"], data["failed"], data["incomplete"], data=data,
+               mark=OTHER_SPLIT_MARK if _other_split(data) else "")
+
+
+def _split_groups(rows: list[Row]) -> dict[tuple, list[str]]:
+    """(dataset, images, captions, canonical) -> labels of the rows measured on that other split."""
+    groups: dict[tuple, list[str]] = {}
+    for row in rows:
+        canonical = _other_split(row.data)
+        if canonical:
+            d = row.data
+            groups.setdefault((d["dataset"], d["test_images"], d["test_captions"], canonical), []).append(row.label)
+    return groups
+
+
+def _split_text(dataset: str, n_images, n_captions, canonical) -> str:
+    return (f"{dataset}'s test split here has {split_text(n_images, n_captions)}, the published "
+            f"{dataset_name(dataset).upper()} test split {canonical[0]:,} and {canonical[1]:,}")
+
+
+def check_splits(tables_rows: dict[str, list[Row]]) -> None:
+    """Refuse to set published rows beside rows measured on another test split (one line naming
+    the rows, the split sizes and the flag that shows them anyway)."""
+    parts = []
+    for suite, rows in tables_rows.items():
+        for (dataset, n_img, n_cap, canonical), labels in _split_groups(rows).items():
+            parts.append(f"{', '.join(f'{suite}/{label}' for label in labels)} "
+                         f"({_split_text(dataset, n_img, n_cap, canonical)})")
+    if parts:
+        raise RdbenchError("--references: not measured on the published test split, so not comparable "
+                           f"with published rows: {'; '.join(parts)}; --allow-other-splits shows them "
+                           f"anyway, marked {OTHER_SPLIT_MARK}")
+
+
+def _backbone_setup(d: dict) -> list[str]:
+    """``backbone/open-clip (ViT-B-32, RS5M_ViT-B-32.pt, sha256 1a2b3c4d)``, once per checkpoint."""
+    key = d["backbone"] or "?"
+    return [f"{key} ({detail})" for detail in d.get("backbone_details") or []] or [key]
 
 
 def _ranks_paths(row: Row) -> list[str]:
@@ -227,8 +278,11 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
     setups = dict.fromkeys(
         f"{d['dataset'] or '?'}" + (f" (fingerprint {d['dataset_fingerprint'][:8]})"
                                    if d["dataset_fingerprint"] else "")
-        + f", {d['backbone'] or '?'}" for d in measured)
+        + f", {backbone}" for d in measured for backbone in _backbone_setup(d))
     notes.append(f"Measured by rdbench on {'; '.join(setups)}.")
+    for (dataset, n_img, n_cap, canonical), labels in _split_groups(table.rows).items():
+        notes.append(f"{OTHER_SPLIT_MARK} Not the published test split: {_split_text(dataset, n_img, n_cap, canonical)} "
+                     f"({', '.join(labels)}); not comparable with published numbers.")
     if table.lineage_note:
         notes.append(table.lineage_note)
     for mark, source in table.sources.items():
@@ -239,8 +293,13 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
 def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column], *,
                  baseline: str | None = None, references: bool | list[str] = False,
                  n_boot: int = 1000, seed: int = 0, tie_rule: str = "strict",
-                 warnings: list[str] | None = None) -> tuple[list[SuiteTable], list[str]]:
-    """One :class:`SuiteTable` per suite, plus notes for the user (not for the paper)."""
+                 warnings: list[str] | None = None,
+                 allow_other_splits: bool = False) -> tuple[list[SuiteTable], list[str]]:
+    """One :class:`SuiteTable` per suite, plus notes for the user (not for the paper).
+
+    Rows measured on another test split than their dataset's published one are marked
+    :data:`OTHER_SPLIT_MARK`, with a footnote; with ``references`` such rows are an error unless
+    ``allow_other_splits`` (:func:`check_splits`)."""
     warnings = [] if warnings is None else warnings
     notes: list[str] = []
     suites = summary["suite"].unique(maintain_order=True).to_list()
@@ -251,10 +310,14 @@ def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column],
     names = None if references is True else references or None
     if names:
         reference_rows(DATASETS[0], names)  # an unknown source name is an error on any suite
-    tables = []
+    suite_rows = {}
     for suite in suites:
         data = summary.filter(pl.col("suite") == suite).to_dicts()
-        rows = [_row(d, columns) for d in data]
+        suite_rows[suite] = (data, [_row(d, columns) for d in data])
+    if references and not allow_other_splits:
+        check_splits({suite: rows for suite, (_, rows) in suite_rows.items()})
+    tables = []
+    for suite, (data, rows) in suite_rows.items():
         table = SuiteTable(suite, columns, rows, [], None, [])
         if baseline is not None:
             _attach_baseline(table, baseline, df, n_boot, seed, notes, warnings, tie_rule)
@@ -331,4 +394,5 @@ def _under(row: Row, lineage: str, columns: list[Column]) -> Row:
         return row.data.get(f"{name}_mean"), row.data.get(f"{name}_std")
 
     return Row(f"{row.label} [{lineage} eval]", {c.key: value(c.key) for c in columns}, row.trainable,
-               row.trainable_params, row.seeds, row.failed, row.incomplete, data=row.data, lineage=lineage)
+               row.trainable_params, row.seeds, row.failed, row.incomplete, data=row.data, lineage=lineage,
+               mark=row.mark)

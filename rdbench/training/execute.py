@@ -11,12 +11,14 @@ Every checkpoint goes through :class:`~rdbench.training.checkpoint_io.AtomicChec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,8 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
     record.purpose = purpose
     record.components = config["components"]
     try:
-        _train_and_evaluate(run, folder, record, resume, list(extra_callbacks), test=purpose != "trial")
+        with quiet_lightning():
+            _train_and_evaluate(run, folder, record, resume, list(extra_callbacks), test=purpose != "trial")
         record.status = "success"
         if writer:
             (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
@@ -101,6 +104,21 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
     if writer:
         record.write(folder)
     return record
+
+
+#: Messages a user can do nothing about: Lightning's notice that SLURM's ``srun`` exists (it
+#: is not used to launch a plain run), and a deprecation inside Lightning's own pytree code.
+QUIET = (r".*The `srun` command is available on your system but is not used.*", r".*LeafSpec.*")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Silence the warnings in :data:`QUIET` (and Lightning's start-up notices) for one run."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def _resumable(folder: Path, config: dict[str, Any]) -> Path | None:
@@ -130,8 +148,6 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     from rdbench.training.callbacks import ResumableCheckpoint, StepOnFailure
     from rdbench.training.checkpoint_io import AtomicCheckpointIO
 
-    # Lightning's start-up notices (GPU/TPU availability) would bury the suite's own lines.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     parts = assemble(run)
     module, data = parts.module, parts.data
     _provenance(record, run, parts)

@@ -14,13 +14,15 @@ the rest of the suite.
 from __future__ import annotations
 
 import time
+
+import yaml
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from rdbench.resolution.run import ResolvedRun, Unresolvable, resolve_suite
 from rdbench.results.lock import RunLock
-from rdbench.results.record import RECORD_FILE, Record
+from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
 from rdbench.suite import RunPlan
 from rdbench.training.execute import execute, is_rank_zero, unresolved_record
 
@@ -31,6 +33,7 @@ class SuiteOutcome:
     skipped: int = 0
     failed: int = 0
     busy: int = 0  # held by another live process
+    changed: int = 0  # a successful record of another config: neither rerun nor skipped silently
 
 
 def run_dir(results: Path, plan: RunPlan) -> Path:
@@ -53,7 +56,7 @@ def run_suite(
         echo = lambda _line: None  # noqa: E731
     runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides)
     outcome = SuiteOutcome()
-    started, spent, executed = time.perf_counter(), 0.0, 0
+    started, eta = time.perf_counter(), RunTimes()
     for i, run in enumerate(runs, 1):
         if isinstance(run, Unresolvable):  # a broken plugin fails its own runs, not the suite
             if leader:
@@ -64,8 +67,14 @@ def run_suite(
         folder = run_dir(Path(results), run.plan)
         label = f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}"
         if _done(folder) and not overwrite:
-            echo(f"{label}: done already (skipped; --overwrite reruns it)")
-            outcome.skipped += 1
+            changed = config_changes(folder, run)
+            if changed:
+                shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+                echo(f"{label}: CHANGED since its record ({shown}); not rerun: --overwrite reruns it")
+                outcome.changed += 1
+            else:
+                echo(f"{label}: done already (skipped; --overwrite reruns it)")
+                outcome.skipped += 1
             continue
         lock = RunLock(folder) if leader else _NoLock()
         if not lock.acquire():
@@ -80,13 +89,11 @@ def run_suite(
                 continue
             if lock.took_over_stale:
                 echo(f"{label}: took over the lock of a process that is gone (pid {lock.previous.get('pid')})")
-            remaining = len(runs) - i + 1
-            eta = f", ETA {_clock(spent / executed * remaining)}" if executed else ""
-            echo(f"{label}: elapsed {_clock(time.perf_counter() - started)}{eta}")
+            estimate = eta.estimate([r.plan.run for r in runs[i - 1:]])
+            echo(f"{label}: elapsed {_clock(time.perf_counter() - started)}{estimate}")
             t0 = time.perf_counter()
             record = execute(run, folder, fresh=overwrite)
-            spent += time.perf_counter() - t0
-            executed += 1
+            eta.add(run.plan.run, time.perf_counter() - t0)
         finally:
             lock.release()
         if record.resumed_from_step:
@@ -99,6 +106,49 @@ def run_suite(
             outcome.failed += 1
             echo(f"    FAILED: {record.error}")
     return outcome
+
+
+class RunTimes:
+    """Durations of the runs executed so far, to estimate what is left: a run is estimated by
+    the other seeds of the same run where there are some (methods differ in cost by 10x), else
+    by the mean of every run so far, and the line says which."""
+
+    def __init__(self) -> None:
+        self.by_run: dict[str, list[float]] = {}
+
+    def add(self, run: str, seconds: float) -> None:
+        self.by_run.setdefault(run, []).append(seconds)
+
+    def estimate(self, remaining: list[str]) -> str:
+        every = [t for times in self.by_run.values() for t in times]
+        if not every:
+            return ""
+        mean = sum(every) / len(every)
+        seen = [r for r in remaining if r in self.by_run]
+        total = sum(sum(self.by_run[r]) / len(self.by_run[r]) if r in self.by_run else mean for r in remaining)
+        basis = "from the same runs' other seeds" if len(seen) == len(remaining) else "rough: some runs not timed yet"
+        return f", ETA {_clock(total)} ({basis})"
+
+
+def config_changes(folder: Path, run: ResolvedRun) -> list[str]:
+    """Dotted keys where ``run``'s resolved config differs from the one in ``folder`` (empty if
+    they agree or the folder holds none to compare)."""
+    try:
+        old = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    new = yaml.safe_load(yaml.safe_dump(run.config(), sort_keys=False))
+    return _diff(old, new) if isinstance(old, dict) else ["config.yaml"]
+
+
+def _diff(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(dict.fromkeys([*old, *new])):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += _diff(old.get(key), new.get(key), name) if key in old and key in new else [name]
+        return out
+    return [] if old == new else [prefix]
 
 
 class _NoLock:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from datatrees import WRITERS, content, write_b, write_c, write_d
+from datatrees import CLASSES, WRITERS, Item, content, write_b, write_c, write_d
 
 from rdbench.data.formats.csvfiles import CsvOptions, split_from_name
 from rdbench.data.formats.layout import find_annotations, read_annotations
-from rdbench.data.table import table_fingerprint
+from rdbench.data.table import label_from_filename, table_fingerprint
 from rdbench.errors import DataError
 
 
@@ -147,3 +147,81 @@ def test_csv_split_from_names_and_columns(tmp_path):
         read(tmp_path, name=None)
     table, _ = read(tmp_path, name=None, image_column="picture", caption_column="words", separator=";")
     assert table["caption"].to_list() == ["A plane."]
+
+
+# -- images without a class --------------------------------------------------------------------
+# RSICD has images whose names carry no class (1234.jpg); PIR/HarMA's format-C train records give
+# them `label: -1`. Such an image is unlabelled in every format: a null label, never a class.
+UNLABELLED = "1234.jpg"
+
+
+def unlabelled_items():
+    items = [i for i in content(train_per_class=2) if i.filename != "00017.jpg"]
+    items.append(Item(UNLABELLED, "train", ["An image without a class.", "Roofs and roads.", "Some trees.",
+                                           "A few cars.", "Nothing in particular."], seed=200))
+    return items
+
+
+def patch_json(path, change):
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def write_unlabelled(root, fmt, marker):
+    """A tree in ``fmt`` whose image 1234.jpg the annotation marks with ``marker`` (where the
+    format has a label field; "absent": no label field for it)."""
+    items = unlabelled_items()
+    WRITERS[fmt](root, items)
+    if fmt == "A" and marker != "absent":
+        def mark(doc):
+            for entry in doc["images"]:
+                if entry["filename"] == UNLABELLED:
+                    entry["label"] = marker
+        patch_json(root / "dataset_rsicd.json", mark)
+    if fmt == "C":
+        def mark(records):
+            for record in records:
+                if record["image"] == f"train/{UNLABELLED}":
+                    record["label"] = -1
+                    record.pop("label_name", None)
+                    if marker != "absent":
+                        record["label_name"] = marker
+        patch_json(root / "rsicd_train.json", mark)
+    if fmt == "E" and marker != "absent":
+        for path in root.glob("*.tsv"):  # a label column: the class, or the marker for 1234.jpg
+            lines = path.read_text(encoding="utf-8").splitlines()
+            out = [lines[0] + "\tlabel"]
+            for line in lines[1:]:
+                name = line.split("\t")[0].rsplit("/", 1)[-1]
+                out.append(f"{line}\t{marker if name == UNLABELLED else label_from_filename(name)}")
+            path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("fmt, marker", [
+    ("A", "absent"), ("A", -1), ("A", "-1"), ("A", "none"), ("A", "unknown"),
+    ("B", "absent"),
+    ("C", "absent"), ("C", ""), ("C", "-1"), ("C", "none"), ("C", "unknown"), ("C", "1234"),
+    ("D", "absent"),
+    ("E", "absent"), ("E", "-1"), ("E", "none"), ("E", "N/A"),
+])
+def test_an_image_without_a_class_is_unlabelled_in_every_format(tmp_path, fmt, marker):
+    from rdbench.commands.verify import split_counts
+    from rdbench.data.datasets import RSICDDataset
+
+    root = write_unlabelled(tmp_path, fmt, marker)
+    table, found = read(root, **options(fmt))
+    assert found.format == fmt
+    rows = table.filter(table["image_id"] == UNLABELLED)
+    assert rows.height == 5 and rows["label"].to_list() == [None] * 5
+    assert sorted(table["label"].drop_nulls().unique().to_list()) == sorted(CLASSES)  # five, not six
+    # The same through the dataset a run reads (val carved from train, stratified by class) and
+    # in verify's counts.
+    run_table = RSICDDataset(root=str(root), encoding=options(fmt).get("encoding")).load_table()
+    assert run_table.filter(run_table["image_id"] == UNLABELLED)["label"].to_list() == [None] * 5
+    train = next(r for r in split_counts(run_table) if r["split"] == "train")
+    assert train["classes"] == len(CLASSES) and train["no class"] == 1
+    # ... and its fingerprint is that of the same annotations with no label at all.
+    plain = read(write_unlabelled(tmp_path / "plain", "B", "absent"))[0]
+    assert table_fingerprint(table)["sha256"] == table_fingerprint(plain)["sha256"]

@@ -36,7 +36,7 @@ def record(results: Path, suite: str, run: str, seed: int = 0) -> dict:
     return json.loads((results / suite / run / f"seed{seed}" / "record.json").read_text())
 
 
-def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch):
+def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch, capsys):
     write_b(tmp_path / "rsicd", content(train_per_class=3))
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.format(root=tmp_path / "rsicd"))
@@ -49,6 +49,13 @@ def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch):
         assert dataset["format"] == "B" and dataset["split_scheme"] == "carve"
         assert dataset["splits"]["val"] == {"images": 3, "captions": 15}  # 20 % of 17 train images
         assert rec["eval"]["test"] == {**rec["eval"]["test"], "n_images": 11, "n_captions": 55}
+    # `rdbench data verify` prints the fingerprint the records carry, for the folder with the
+    # dataset's defaults as for the suite file itself.
+    fingerprint = rec["provenance"]["dataset"]["fingerprint"]
+    for command in (["data", "verify", "rsicd", "--root", str(tmp_path / "rsicd")], ["data", "verify", str(suite)]):
+        capsys.readouterr()
+        assert main(command) == 0
+        assert f"fingerprint: {fingerprint} " in capsys.readouterr().out
     assert rec["components"]["train_transform"]["key"] == "transform/rs-augment"
     assert rec["components"]["eval_transform"]["key"] == "transform/resize"  # the default, written out
     cached = sorted(p.name for p in (Path(os.environ["RDBENCH_CACHE"]) / "images").glob("*-64px-*.npy"))

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from rdbench.data.table import (
-    COLUMNS, label_from_filename, make_source, make_table, table_fingerprint,
+    COLUMNS, clean_label, label_from_filename, make_source, make_table, table_fingerprint,
 )
 from rdbench.errors import DataError
 
@@ -74,6 +74,23 @@ def test_make_table_normalises_values():
                       "split": "test", "label": "", "source": "x.csv (format D)"}])
     assert df.row(0, named=True) == {"image_id": "17", "path": "/d/17.jpg", "caption": "padded",
                                      "split": "test", "label": None, "source": "x.csv (format D)"}
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("", None), ("  ", None), (-1, None), ("-1", None), (" -1 ", None), (-1.0, None),
+    ("none", None), ("None", None), ("NULL", None), ("unknown", None), ("N/A", None), ("nan", None),
+    (float("nan"), None), ("unlabelled", None),
+    ("airport", "airport"), (" airport ", "airport"), (3, "3"), ("3", "3"), (0, "0"),
+])
+def test_clean_label_gives_no_class_for_its_markers(value, expected):
+    assert clean_label(value) == expected
+
+
+def test_make_table_never_makes_a_class_of_no_class():
+    df = make_table([row("1234.jpg", "x", label=-1), row("1235.jpg", "y", label="none"),
+                     row("a_1.jpg", "z", label="airport")])
+    assert df["label"].to_list() == [None, None, "airport"]
+    assert df["label"].drop_nulls().n_unique() == 1
 
 
 def test_make_table_empty_has_schema():

@@ -30,9 +30,11 @@ def test_verify_names_every_broken_file_and_fails(tmp_path, capsys):
 
 def test_verify_clean_tree_reports_counts_quirks_and_fingerprint(tmp_path, capsys):
     write_a(tmp_path, content())
-    assert main(["data", "verify", "rsicd", "--root", str(tmp_path), "--format", "A"]) == 0
+    assert main(["data", "verify", "rsicd", "--root", str(tmp_path), "--format", "A", "--split-scheme", "native"]) == 0
     out = capsys.readouterr().out
     assert "format A (Karpathy-style JSON: dataset_rsicd.json)" in out
+    assert "split scheme: native, the files' own splits" in out
+    assert "no val split (a run selects its checkpoint on val" in out
     train = next(line.split() for line in out.splitlines() if line.startswith("train "))
     assert train[1:6] == ["22", "110", "5", "59", "5"]  # images, captions, per image, distinct, classes
     assert 'captions shared across images (all): ' in out and '"This is a forest." x' in out
@@ -40,6 +42,114 @@ def test_verify_clean_tree_reports_counts_quirks_and_fingerprint(tmp_path, capsy
     fingerprint = table_fingerprint(RSICDDataset(root=str(tmp_path), split_scheme="native").load_table())["sha256"]
     assert f"fingerprint: {fingerprint}" in out
     assert "0 error(s), 1 warning(s); the data is usable" in out
+
+
+def printed_fingerprint(out: str) -> str:
+    lines = [line for line in out.splitlines() if line.startswith("fingerprint: ")]
+    assert len(lines) == 1, out
+    return lines[0].split()[1]
+
+
+class _Backbone:
+    def provenance(self):
+        return {}
+
+
+def recorded_fingerprint(run) -> str:
+    """The fingerprint a record of ``run`` carries: its dataset slot built and read as
+    ``assemble`` does, and the provenance written by ``execute``'s own function."""
+    from types import SimpleNamespace
+
+    from rdbench.results.record import Record
+    from rdbench.training.execute import _provenance
+
+    dataset = run.components["dataset"].build()
+    record = Record(suite=run.plan.suite, run=run.plan.run, run_index=0, seed=run.seed, status="running",
+                    started_at="", provenance={})
+    _provenance(record, run, SimpleNamespace(backbone=_Backbone(), dataset=dataset, table=dataset.load_table()))
+    return record.provenance["dataset"]["fingerprint"]
+
+
+SUITE = """\
+suite: verify-fp
+defaults:
+  backbone: {{name: backbone/tiny-rs}}
+  dataset: {dataset}
+runs:
+  zero-shot: {{}}
+{more}"""
+
+
+def write_suite(path, dataset: str, more: str = ""):
+    path.write_text(SUITE.format(dataset=dataset, more=more))
+    return path
+
+
+def test_verify_prints_the_fingerprint_records_carry(tmp_path, capsys, monkeypatch):
+    # The user's case: RSITMD in a layout without a val split (format B here). A run's dataset
+    # (split_scheme auto, the paper suites' setting) carves val from train; verify used to read
+    # the files' native splits, so its fingerprint was not the one the records carried.
+    from rdbench.resolution.run import plan_suite
+
+    root = write_b(tmp_path / "rsitmd", content())
+    monkeypatch.setenv("RDBENCH_RSITMD_ROOT", str(root))
+    suite = write_suite(tmp_path / "suite.yaml", "{name: dataset/rsitmd, root: null, split_scheme: auto}")
+    run = plan_suite(suite)[0]
+    recorded = recorded_fingerprint(run)
+
+    assert main(["data", "verify", "rsitmd"]) == 0  # root from $RDBENCH_RSITMD_ROOT, as the run
+    out = capsys.readouterr().out
+    assert printed_fingerprint(out) == recorded
+    assert "split scheme: auto -> carve, val carved from train (val_fraction 0.2, seed 0)" in out
+    assert next(line.split() for line in out.splitlines() if line.startswith("val "))[1] == "4"
+    assert main(["data", "verify", "rsitmd", "--root", str(root)]) == 0
+    assert printed_fingerprint(capsys.readouterr().out) == recorded
+    assert main(["data", "verify", str(suite)]) == 0  # the suite's own dataset spec
+    assert printed_fingerprint(capsys.readouterr().out) == recorded
+    # What verify printed before: the table with the files' own splits, another fingerprint.
+    native = table_fingerprint(RSICDDataset(root=str(root), split_scheme="native").load_table())["sha256"]
+    assert native != recorded
+    assert main(["data", "verify", "rsitmd", "--split-scheme", "native"]) == 0
+    assert printed_fingerprint(capsys.readouterr().out) == native
+
+
+def test_verify_takes_every_argument_that_changes_the_table(tmp_path, capsys):
+    from rdbench.resolution.run import plan_suite
+
+    root = write_a(tmp_path / "rsicd", content())
+    listing = tmp_path / "overlap.tsv"
+    listing.write_text("# dataset\timage_id\tsplit\treason\tother\n"
+                       "rsicd\tbeach_5.png\ttrain\tidentical pixels\trsitmd:test:x_1.tif\n")
+    spec = f"{{name: dataset/rsicd, root: {root}, split_scheme: carve, val_fraction: 0.3, seed: 7, exclude: {listing}}}"
+    suite = write_suite(tmp_path / "suite.yaml", spec)
+    recorded = recorded_fingerprint(plan_suite(suite)[0])
+    assert main(["data", "verify", "rsicd", "--root", str(root), "--split-scheme", "carve", "--val-fraction", "0.3",
+                 "--seed", "7", "--exclude", str(listing)]) == 0
+    out = capsys.readouterr().out
+    assert printed_fingerprint(out) == recorded
+    assert f"exclude: {listing}: 1 image(s) left out of train and val" in out
+    assert main(["data", "verify", str(suite)]) == 0
+    assert printed_fingerprint(capsys.readouterr().out) == recorded
+    # Options override the suite's arguments; each changes the table, hence the fingerprint.
+    others = set()
+    for extra in (["--seed", "8"], ["--val-fraction", "0.2"], ["--set", "exclude=null"], ["--split-scheme", "native"]):
+        assert main(["data", "verify", str(suite), *extra]) == 0
+        others.add(printed_fingerprint(capsys.readouterr().out))
+    assert recorded not in others and len(others) == 4
+
+
+def test_verify_of_a_suite_whose_runs_differ_needs_a_run(tmp_path, capsys):
+    from rdbench.resolution.run import plan_suite
+
+    root = write_b(tmp_path / "rsicd", content(train_per_class=2))
+    more = "  other-seed:\n    dataset: {name: dataset/rsicd, root: " + str(root) + ", seed: 3}\n"
+    suite = write_suite(tmp_path / "suite.yaml", f"{{name: dataset/rsicd, root: {root}}}", more)
+    assert main(["data", "verify", str(suite)]) == 2
+    assert "runs use 2 different datasets (other-seed; zero-shot); choose a run with --run" in capsys.readouterr().err
+    runs = {run.plan.run: run for run in plan_suite(suite)}
+    for name in ("zero-shot", "other-seed"):
+        assert main(["data", "verify", str(suite), "--run", name]) == 0
+        assert printed_fingerprint(capsys.readouterr().out) == recorded_fingerprint(runs[name])
 
 
 def test_verify_missing_root_is_one_line(tmp_path, capsys, monkeypatch):

@@ -9,8 +9,8 @@ only in those defaults, so one reader serves both.
 A file's split is its ``split`` column when it has one, else the word ``train``, ``val`` or
 ``test`` in its name (``rsicd_test.csv``, ``val.tsv``); a file with neither is an error, since
 guessing would put test images into training. Captions are grouped by image id (the bare file
-name), never by row order; a ``label`` column, if any, gives the scene class, else the file
-name's prefix does.
+name), never by row order; a ``label`` column, if any, gives the scene class (``-1``, ``none``
+or ``unknown`` there: no class), else the file name's prefix does.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from rdbench.data.formats.precomp import image_id_of, read_text, resolve_image
-from rdbench.data.table import label_from_filename, make_source, make_table
+from rdbench.data.table import clean_label, label_from_filename, make_source, make_table
 from rdbench.errors import DataError
 
 IMAGE_COLUMNS = ("filename", "filepath", "image", "image_path", "path", "file", "img")
@@ -126,9 +126,10 @@ def read_caption_csv(path: str | os.PathLike[str], image_dir: str | os.PathLike[
         split = SPLIT_WORDS.get(record[split_col].strip().lower(), record[split_col].strip()) \
             if split_col is not None else named_split
         label = record[label_col].strip() if label_col is not None else ""
+        # An empty cell: the class in the file name; "-1", "none": the image has no class.
         rows.append({"image_id": image_id_of(image), "path": resolve_image(images, image),
                      "caption": caption.strip(), "split": split,
-                     "label": label or label_from_filename(image), "source": source})
+                     "label": clean_label(label) if label else label_from_filename(image), "source": source})
     if not rows:
         raise DataError(f"{path}: no caption rows below the header")
     return rows

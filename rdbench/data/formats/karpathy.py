@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from rdbench.atomic import write_atomic
-from rdbench.data.table import SPLITS, label_from_filename, make_source, make_table
+from rdbench.data.table import SPLITS, clean_label, label_from_filename, make_source, make_table
 from rdbench.errors import DataError
 
 FORMAT = "A"
@@ -72,8 +72,9 @@ def read_karpathy_json(json_path: str | os.PathLike[str],
 
     ``image_dir`` defaults to ``<folder of the JSON>/images``. ``image_id`` is the entry's
     ``filename``; ``path`` is the absolute path of ``image_dir/filename``; ``label`` is the entry's
-    ``label`` if it has a non-empty one, else the class in the file name; ``caption`` is ``raw``,
-    stripped. Captions keep their order within an image.
+    ``label`` if it has a non-empty one (``-1`` or ``"none"`` there mean no class: null), else the
+    class in the file name; ``caption`` is ``raw``, stripped. Captions keep their order within
+    an image.
     """
     path = Path(json_path)
     data = _load_json(path)
@@ -106,10 +107,12 @@ def read_karpathy_json(json_path: str | os.PathLike[str],
             raise DataError(f"{path}: {where} has no sentences (expected a non-empty list)")
 
         label = entry.get("label")
-        if label is not None and not isinstance(label, str):
-            raise DataError(f"{path}: {where} has a non-string 'label' ({label!r})")
-        if label is None or not label.strip():
+        if label is None or (isinstance(label, str) and not label.strip()):
             label = label_from_filename(filename)
+        elif isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise DataError(f"{path}: {where} has a 'label' that is neither a string nor an integer ({label!r})")
+        else:  # "-1", -1, "none": the annotation says the image has no class
+            label = clean_label(label)
         image_path = str(folder / filename)
 
         for number, sentence in enumerate(sentences):

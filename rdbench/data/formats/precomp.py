@@ -13,7 +13,8 @@ then grouped by that name, never by their position.
 one record per caption, ``{caption, image, image_id, label_name, label}``; val and test one per
 image, ``{image, caption: [five strings]}``. ``image`` carries the split folder
 (``train/bridge_942.tif``); the image id is the bare file name, so that a table read from C
-has the same ids (and fingerprint) as the same annotations read from any other format.
+has the same ids (and fingerprint) as the same annotations read from any other format. A
+train record of an image without a class (``label: -1``) gives it no class, not a class "-1".
 
 Every problem is a one-line :class:`DataError` naming the file and line or record, because a
 skipped caption silently changes the test split.
@@ -28,7 +29,7 @@ from typing import Any
 
 import polars as pl
 
-from rdbench.data.table import SPLITS, label_from_filename, make_source, make_table
+from rdbench.data.table import SPLITS, clean_label, is_no_class_index, label_from_filename, make_source, make_table
 from rdbench.errors import DataError
 
 PRECOMP_FILES = ("{split}_caps.txt", "{split}_filename.txt")
@@ -163,6 +164,19 @@ def read_pir_json(paths: dict[str, Path], image_dir: str | os.PathLike[str]) -> 
     return make_table(rows)
 
 
+def _pir_label(record: dict[str, Any], image: str) -> str | None:
+    """The scene class of a format-C record: none when its class index says so (``label: -1``,
+    an image without a class, e.g. RSICD's ``1234.jpg``), whatever ``label_name`` holds; else
+    ``label_name`` (a "no class" marker there, such as ``none``, gives none too); else the class
+    in the file name."""
+    if is_no_class_index(record.get("label")):
+        return None
+    name = record.get("label_name")
+    if isinstance(name, str) and name.strip():
+        return clean_label(name)
+    return label_from_filename(image)
+
+
 def _pir_split(path: Path, split: str, images: Path) -> list[dict[str, Any]]:
     try:
         records = json.loads(read_text(path))
@@ -186,9 +200,7 @@ def _pir_split(path: Path, split: str, images: Path) -> list[dict[str, Any]]:
             captions = [captions]
         if not isinstance(captions, list) or not captions:
             raise DataError(f"{path}: {where} has no 'caption' (a string, or a list of strings)")
-        label = record.get("label_name")
-        if not isinstance(label, str) or not label.strip():
-            label = label_from_filename(image)
+        label = _pir_label(record, image)
         for number, caption in enumerate(captions):
             if not isinstance(caption, str) or not caption.strip():
                 raise DataError(f"{path}: {where} caption {number} is empty or not a string")

@@ -1,0 +1,92 @@
+"""What a new user ran into in the first hour, reproduced: each test performs what they did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from rdbench.cli import main
+from rdbench.resolution.run import plan_suite
+from rdbench.training.runner import RunTimes, config_changes
+
+SUITE = """\
+suite: first
+defaults:
+  backbone: {{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}}
+  dataset: {{name: dataset/synthetic-rs, train: 12, val: 6, test: 6, root: {root}}}
+  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
+  trainer: {{max_epochs: 1, enable_progress_bar: false}}
+  data: {{batch_size: 8, eval_batch_size: 16}}
+runs:
+  bottleneck: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}}}
+  diff:
+    adapter:
+      name: adapter/cmaa
+      bottleneck: 4
+      vision_mixer: {{name: attention/diff, second_map: false}}
+"""
+
+
+def write_suite(tmp_path: Path) -> Path:
+    path = tmp_path / "first.yaml"
+    path.write_text(SUITE.format(root=tmp_path / "data"))
+    return path
+
+
+def test_booleans_keep_their_type(tmp_path):
+    """``second_map: false`` and ``--set adapter.learnable_scale=true`` stay booleans in the config."""
+    suite = write_suite(tmp_path)
+    runs = {r.plan.run: r for r in plan_suite(suite, overrides=[(["adapter", "learnable_scale"], True)])}
+    diff = yaml.safe_load(yaml.safe_dump(runs["diff"].config()))["components"]["adapter"]["init_args"]
+    assert diff["vision_mixer"]["init_args"]["second_map"] is False
+    assert diff["learnable_scale"] is True
+    assert main(["validate", str(suite), "--set", "adapter.learnable_scale=true"]) == 0
+
+
+def test_a_changed_config_is_reported_not_skipped(tmp_path, capsys, recwarn):
+    suite = write_suite(tmp_path)
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--only", "bottleneck", "--results", str(results)]) == 0
+    # what a user cannot act on stays out of the console (Lightning's srun notice, its pytree deprecation)
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message) or "srun" in str(w.message)]
+    record = json.loads((results / "first/bottleneck/seed0/record.json").read_text())
+    capsys.readouterr()
+    # the user edits the learning rate and runs again
+    code = main(["run", str(suite), "--only", "bottleneck", "--results", str(results),
+                 "--set", "optimizer.lr=0.01"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "CHANGED since its record (components.optimizer.init_args.lr)" in captured.out
+    assert "1 changed since their records (not rerun)" in captured.out
+    assert "--overwrite reruns them" in captured.err
+    # neither silently skipped nor silently overwritten: the record is the one it was
+    assert json.loads((results / "first/bottleneck/seed0/record.json").read_text()) == record
+    # an unchanged rerun is a plain skip
+    assert main(["run", str(suite), "--only", "bottleneck", "--results", str(results)]) == 0
+    assert "done already" in capsys.readouterr().out
+
+
+def test_config_changes_name_nested_keys(tmp_path):
+    suite = write_suite(tmp_path)
+    run = plan_suite(suite, only=["bottleneck"])[0]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    config = yaml.safe_load(yaml.safe_dump(run.config()))
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    assert config_changes(folder, run) == []
+    config["trainer"]["max_epochs"] = 7
+    config["components"]["adapter"]["init_args"]["bottleneck"] = 9
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    assert config_changes(folder, run) == ["components.adapter.init_args.bottleneck", "trainer.max_epochs"]
+
+
+def test_eta_comes_from_comparable_runs():
+    times = RunTimes()
+    assert times.estimate(["a", "b"]) == ""  # nothing timed yet: no number at all
+    times.add("cheap", 10.0)
+    times.add("costly", 100.0)
+    # two seeds of the costly run left: 200 s, not the 2 x 55 s a plain mean would say
+    assert times.estimate(["costly", "costly"]) == ", ETA 3m20s (from the same runs' other seeds)"
+    assert "rough" in times.estimate(["new"])
