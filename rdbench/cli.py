@@ -200,10 +200,13 @@ def cmd_tune(args) -> int:
 def cmd_validate(args) -> int:
     import yaml
 
+    from rdbench.resolution.inputs import missing_inputs
     from rdbench.resolution.run import plan_suite
     from rdbench.suite import load_suite, parse_set
 
     runs = plan_suite(args.suite, only=args.only, seeds=args.seeds, overrides=parse_set(args.overrides))
+    for line in dict.fromkeys(line for run in runs for line in missing_inputs(run)):
+        print(f"warning: {line} (the run would fail)", file=sys.stderr)
     suite = load_suite(args.suite)
     if suite.search is not None:
         from rdbench.tune import check_space

@@ -90,3 +90,30 @@ def test_eta_comes_from_comparable_runs():
     # two seeds of the costly run left: 200 s, not the 2 x 55 s a plain mean would say
     assert times.estimate(["costly", "costly"]) == ", ETA 3m20s (from the same runs' other seeds)"
     assert "rough" in times.estimate(["new"])
+
+
+def test_a_missing_checkpoint_is_found_before_any_run(tmp_path, capsys, monkeypatch):
+    """validate warns about the unset variable; run stops before the first run, writing nothing."""
+    monkeypatch.delenv("RDBENCH_CHECKPOINT", raising=False)
+    data = tmp_path / "rsitmd"
+    data.mkdir()
+    suite = Path(__file__).resolve().parent.parent / "suites" / "paper-rsitmd.yaml"
+    assert main(["validate", str(suite), "--set", f"dataset.root={data}"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: paper-rsitmd/zero-shot: backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is not set" in err
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--set", f"dataset.root={data}", "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rdbench: no run can start, an input is missing: backbone.pretrained is env:RDBENCH_CHECKPOINT "
+                   "but $RDBENCH_CHECKPOINT is not set (every run)"]
+    assert not list(results.rglob("record.json"))
+
+
+def test_an_input_missing_for_some_runs_is_said_once_and_the_rest_run(tmp_path, capsys):
+    suite = write_suite(tmp_path)
+    text = suite.read_text().replace("  bottleneck: {adapter:", "  lost:\n    backbone: {name: backbone/open-clip, architecture: ViT-B-32, pretrained: /nowhere/weights.pt}\n  bottleneck: {adapter:")
+    suite.write_text(text)
+    code = main(["run", str(suite), "--only", "lost,bottleneck", "--results", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert code == 1  # the run that lacks its checkpoint fails with its own record; the other succeeds
+    assert out.count("warning: backbone.pretrained") == 1 and "(lost)" in out

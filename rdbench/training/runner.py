@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from rdbench.errors import DataError
+from rdbench.resolution.inputs import missing_inputs
 from rdbench.resolution.run import ResolvedRun, Unresolvable, resolve_suite
 from rdbench.results.lock import RunLock
 from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
@@ -55,6 +57,7 @@ def run_suite(
     if not leader:  # a DDP rank > 0: follow rank zero's loop silently, holding no locks
         echo = lambda _line: None  # noqa: E731
     runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides)
+    check_inputs(runs, echo)
     outcome = SuiteOutcome()
     started, eta = time.perf_counter(), RunTimes()
     for i, run in enumerate(runs, 1):
@@ -106,6 +109,27 @@ def run_suite(
             outcome.failed += 1
             echo(f"    FAILED: {record.error}")
     return outcome
+
+
+def check_inputs(runs: list, echo: Callable[[str], None]) -> None:
+    """Inputs a suite names that are visibly missing (an unset ``env:`` variable, a checkpoint
+    or dataset folder that is not there): when every run lacks one, stop before the first run
+    with all of them; when some do, say so once, and those runs fail with their own record."""
+    resolved = [r for r in runs if isinstance(r, ResolvedRun)]
+    lacking = {id(r): missing_inputs(r) for r in resolved}
+    problems: dict[str, set[str]] = {}  # the problem (without its run) -> the runs it stops
+    for r in resolved:
+        for line in lacking[id(r)]:
+            problems.setdefault(line.split(": ", 1)[-1], set()).add(r.plan.run)
+    if not problems:
+        return
+    names = sorted({r.plan.run for r in resolved})
+    lines = [f"{problem} ({'every run' if len(stops) == len(names) else ', '.join(sorted(stops))})"
+             for problem, stops in problems.items()]
+    if resolved and all(lacking[id(r)] for r in resolved):
+        raise DataError("no run can start, an input is missing: " + "; ".join(lines))
+    for line in lines:
+        echo(f"warning: {line}")
 
 
 class RunTimes:
