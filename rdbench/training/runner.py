@@ -24,6 +24,7 @@ from rdbench.errors import DataError
 from rdbench.resolution.inputs import missing_inputs
 from rdbench.resolution.run import ResolvedRun, Unresolvable, resolve_suite
 from rdbench.results.lock import RunLock
+from rdbench.results.references import geometry_note
 from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
 from rdbench.suite import RunPlan
 from rdbench.training.execute import execute, is_rank_zero, unresolved_record
@@ -59,7 +60,7 @@ def run_suite(
     runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides)
     check_inputs(runs, echo)
     outcome = SuiteOutcome()
-    started, eta = time.perf_counter(), RunTimes()
+    started, eta, noted = time.perf_counter(), RunTimes(), set()
     for i, run in enumerate(runs, 1):
         if isinstance(run, Unresolvable):  # a broken plugin fails its own runs, not the suite
             if leader:
@@ -105,6 +106,10 @@ def run_suite(
             outcome.done += 1
             m = record.metrics
             echo(f"    val mR {m['val/mR']:.2f}, test mR {m['test/mR']:.2f} ({record.cost['trainable_params']:,} trainable)")
+            note = geometry_note(record)
+            if note and note not in noted:  # once per suite: the split is the dataset's, not the run's
+                noted.add(note)
+                echo(f"note: {note}")
         else:
             outcome.failed += 1
             echo(f"    FAILED: {record.error}")
