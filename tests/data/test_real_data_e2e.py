@@ -70,29 +70,38 @@ def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch, 
     assert record(results, "real-e2e", "bottleneck", seed=1)["status"] == "success"
 
 
-def test_missing_dataset_root_fails_the_run_with_the_expected_layout(tmp_path, monkeypatch):
+def test_missing_dataset_root_stops_the_run_before_it_starts(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RDBENCH_RSICD_ROOT", raising=False)
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.format(root="null"))
-    assert main(["validate", str(suite)]) == 0  # nothing is built: valid without the data
+    assert main(["validate", str(suite)]) == 0  # nothing is built: valid without the data, with a warning
+    assert "dataset.root is null but $RDBENCH_RSICD_ROOT is not set" in capsys.readouterr().err
+    assert main(["run", str(suite), "--results", str(tmp_path / "results"), "--only", "bottleneck"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rdbench: no run can start, an input is missing: dataset.root is null")
+    assert not list((tmp_path / "results").rglob("record.json"))
+
+
+def test_a_root_without_a_dataset_fails_the_run_with_the_expected_layout(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    suite.write_text(SUITE.format(root=empty))
     assert main(["run", str(suite), "--results", str(tmp_path / "results"), "--only", "bottleneck"]) == 1
     error = record(tmp_path / "results", "real-e2e", "bottleneck")["error"]
-    assert error.startswith("DataError: dataset/rsicd: no dataset root (pass root: DIR or set $RDBENCH_RSICD_ROOT")
-    assert "train_caps.txt" in error and "rsicd_val.json" in error
+    assert error.startswith("DataError:") and "train_caps.txt" in error and "rsicd_val.json" in error
 
 
 @pytest.mark.parametrize("name", ["paper-rsicd", "paper-rsitmd"])
-def test_paper_suites_validate_without_data_and_fail_runs_in_one_line(name, tmp_path, monkeypatch, capsys):
+def test_paper_suites_validate_without_data_and_stop_in_one_line(name, tmp_path, monkeypatch, capsys):
     for var in ("RDBENCH_CHECKPOINT", "RDBENCH_RSICD_ROOT", "RDBENCH_RSITMD_ROOT"):
         monkeypatch.delenv(var, raising=False)
     suite = ROOT / "suites" / f"{name}.yaml"
     assert main(["validate", str(suite)]) == 0
+    assert "$RDBENCH_CHECKPOINT is not set" in capsys.readouterr().err
     results = tmp_path / "results"
-    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0"]) == 1
-    error = record(results, name, "lora")["error"]
-    assert error == ("DataError: backbone/open-clip: pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is "
-                     "not set (set it to an open_clip state dict file for ViT-B-32, e.g. GeoRSCLIP's RS5M_ViT-B-32.pt, "
-                     "or pass --set backbone.pretrained=PATH)")
+    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0"]) == 2
+    assert "backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is not set" in capsys.readouterr().err
     monkeypatch.setenv("RDBENCH_CHECKPOINT", str(tmp_path / "RS5M_ViT-B-32.pt"))
-    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0", "--overwrite"]) == 1
-    assert "RS5M_ViT-B-32.pt: backbone checkpoint not found" in record(results, name, "lora")["error"]
+    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0"]) == 2
+    assert "RS5M_ViT-B-32.pt" in capsys.readouterr().err and not list(results.rglob("record.json"))
