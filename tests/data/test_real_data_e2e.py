@@ -42,6 +42,10 @@ def test_suite_on_a_precomp_folder_trains_with_the_cache(tmp_path, monkeypatch, 
     suite.write_text(SUITE.format(root=tmp_path / "rsicd"))
     results = tmp_path / "results"
     assert main(["run", str(suite), "--results", str(results)]) == 0
+    # the 11-image test split is not RSICD's published one: said once for the suite, not per run
+    out = capsys.readouterr().out
+    assert out.count("not comparable with published numbers") == 1
+    assert "test split of dataset/rsicd has 11 images and 55 captions; the published RSICD test split has 1,093" in out
     for run in ("bottleneck", "augmented"):
         rec = record(results, "real-e2e", run)
         assert rec["status"] == "success", rec["error"]
