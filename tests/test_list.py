@@ -103,10 +103,10 @@ def test_patterns_keep_the_table(capsys):
 
 
 def test_every_builtin_argument_has_a_description():
-    """The built-ins document their arguments (datasets are not yet covered)."""
+    """The built-ins document their arguments."""
     missing = [
         f"{entry.key}.{arg.name}"
-        for entry in project_entries() if entry.kind != "dataset"
+        for entry in project_entries()
         for arg in describe(entry.key).arguments if not arg.help
     ]
     assert not missing, missing

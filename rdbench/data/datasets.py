@@ -65,6 +65,17 @@ class SyntheticRSDataset(Dataset):
     JSON with PNG images whose names carry the scene class) and read back by the real format-A
     reader, so that the embedded default exercises the same path as RSICD. The files are cached
     under ``$RDBENCH_CACHE/data`` unless ``root`` is given.
+
+    Args:
+        root: Folder the generated images and format-A annotation file are written to and read
+            back from. Null (the default) caches them under ``$RDBENCH_CACHE/data``, in a folder
+            named from a hash of the other arguments.
+        train: Number of images in the train split (five captions each).
+        val: Number of images in the val split (five captions each).
+        test: Number of images in the test split (five captions each).
+        image_size: Side of the square generated images, in pixels (at least 16).
+        seed: Seed of the generator: the data's own seed, not the run's, so every seed of a
+            suite sees the same images and captions. The same arguments give the same files.
     """
 
     input_paths = ()  # root is where it writes the generated files
@@ -112,6 +123,32 @@ class FolderDataset(Dataset):
     ``seed``), "auto" is native when the files have a val split and carve otherwise.
     ``exclude`` is an overlap list (``rdbench data overlap``): those images leave train and val.
     ``encoding`` applies to text annotations (B, D, E), e.g. gb18030.
+
+    Args:
+        root: Folder holding the annotation files (and, by default, the images). Null reads the
+            dataset's environment variable (``$RDBENCH_RSICD_ROOT``, ``$RDBENCH_RSITMD_ROOT``);
+            without one, loading fails with a one-line error.
+        format: Annotation format: "A" (Karpathy-style JSON), "B" (precomp text files), "C" (PIR
+            JSON record lists), "D" (``filename,title`` CSV) or "E" (open_clip CSV). "auto"
+            recognises the layout from the files in the root, trying A, C, B, then the CSV
+            formats (D when every CSV has the ``filename,title`` header, else E).
+        split_scheme: Which images are train, val and test; the test split is never changed.
+            "native" keeps the files' own splits; "pir" takes the PIR/HarMA splits from format-C
+            files ``<name>_{train,val,test}.json`` in the same root; "carve" moves
+            ``val_fraction`` of the train images to val; "auto" is native when the files have a
+            val split and carve otherwise.
+        image_dir: Folder the images are looked up in. Null uses ``ROOT/images`` when it exists,
+            else the root.
+        val_fraction: Share of the train images moved to val when the split scheme carves
+            (between 0 and 1 exclusive; 0.2 is the PIR/HarMA share), stratified by scene class.
+        seed: Seed of the carved validation split: the data's seed, not the run's, so every seed
+            of a suite selects on the same val split.
+        exclude: Path to an overlap list written by ``rdbench data overlap``: the images it lists
+            for this dataset leave train and val (test is never changed), and the record notes
+            the list's hash and how many images went. A list naming only other datasets, or
+            images this dataset does not have, is an error. Null excludes nothing.
+        encoding: Text encoding of the text annotations (formats B, D and E), e.g. "gb18030" for
+            RSICD's GeoRSCLIP CSV. Null reads UTF-8 (a byte-order mark is dropped).
     """
 
     name = "captions"
@@ -204,6 +241,10 @@ class RSICDDataset(FolderDataset):
 
     ``root`` null reads ``$RDBENCH_RSICD_ROOT``. Any of the five formats; the test split
     (1,093 images, 5,465 captions) is the same in all, and ``rdbench data verify rsicd`` checks it.
+
+    Args:
+        root: Folder holding RSICD's annotation files (and, by default, its images). Null reads
+            ``$RDBENCH_RSICD_ROOT``; without it, loading fails with a one-line error.
     """
 
     name = "rsicd"
@@ -217,6 +258,10 @@ class RSITMDDataset(FolderDataset):
 
     ``root`` null reads ``$RDBENCH_RSITMD_ROOT``. The original release has no val split, so the
     default scheme carves one (20 % of train, stratified), or "pir" takes PIR's (856 images).
+
+    Args:
+        root: Folder holding RSITMD's annotation files (and, by default, its images). Null reads
+            ``$RDBENCH_RSITMD_ROOT``; without it, loading fails with a one-line error.
     """
 
     name = "rsitmd"
@@ -231,6 +276,42 @@ class CaptionsDataset(FolderDataset):
     ``name`` identifies it in overlap lists and picks its files in a shared folder; the CSV
     options (``image_column``, ``caption_column``, ``separator``) default to what the header
     says (open_clip's ``filepath``/``title``, tab or comma).
+
+    Args:
+        root: Folder holding the annotation files (and, by default, the images). Required: there
+            is no environment variable for this component.
+        name: The dataset's name: it must equal the name given to ``rdbench data overlap`` for
+            its ``exclude`` list to apply, and where a folder holds several sets it picks the
+            files named after it (``dataset_<name>.json``, ``<name>_<split>.json``, CSV files
+            whose names start with it). Records carry it.
+        format: Annotation format: "A" (Karpathy-style JSON), "B" (precomp text files), "C" (PIR
+            JSON record lists), "D" (``filename,title`` CSV) or "E" (open_clip CSV). "auto"
+            recognises the layout from the files in the root, trying A, C, B, then the CSV
+            formats (D when every CSV has the ``filename,title`` header, else E).
+        split_scheme: Which images are train, val and test; the test split is never changed.
+            "native" keeps the files' own splits; "pir" takes the PIR/HarMA splits from format-C
+            files ``<name>_{train,val,test}.json`` in the same root; "carve" moves
+            ``val_fraction`` of the train images to val; "auto" is native when the files have a
+            val split and carve otherwise.
+        image_dir: Folder the images are looked up in. Null uses ``ROOT/images`` when it exists,
+            else the root.
+        val_fraction: Share of the train images moved to val when the split scheme carves
+            (between 0 and 1 exclusive; 0.2 is the PIR/HarMA share), stratified by scene class.
+        seed: Seed of the carved validation split: the data's seed, not the run's, so every seed
+            of a suite selects on the same val split.
+        exclude: Path to an overlap list written by ``rdbench data overlap``: the images it lists
+            for this dataset leave train and val (test is never changed), and the record notes
+            the list's hash and how many images went. A list naming only other datasets, or
+            images this dataset does not have, is an error. Null excludes nothing.
+        encoding: Text encoding of the text annotations (formats B, D and E). Null reads UTF-8
+            (a byte-order mark is dropped).
+        image_column: CSV column holding the image paths (formats D and E). Null: "filename" for
+            format D; for E the first of filename, filepath, image, image_path, path, file, img
+            that the header has.
+        caption_column: CSV column holding the captions (formats D and E). Null: "title" for
+            format D; for E the first of title, caption, text, sentence, raw that the header has.
+        separator: CSV field separator (formats D and E). Null: a comma for format D; for E a tab
+            when the header line has one, else a comma.
     """
 
     def __init__(
@@ -265,6 +346,12 @@ class TransferDataset(Dataset):
     removed here: give ``train`` an ``exclude`` list written by ``rdbench data overlap`` (the
     record then names the list and how many images it removed), so the exclusion is visible in
     the config rather than implied.
+
+    Args:
+        train: The dataset whose train and val rows are used (its test rows are dropped); give
+            it an ``exclude`` list to keep images shared with ``test`` out of training.
+        test: The dataset whose test rows are used (its train and val rows are dropped). An
+            image id present in both datasets' remaining rows is an error.
     """
 
     input_paths = ()  # its two datasets have their own
