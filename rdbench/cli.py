@@ -239,7 +239,7 @@ def cmd_list(args) -> int:
     from rdbench.registry import REGISTRY
 
     if args.markdown:
-        from rdbench.describe import markdown_reference, select_entries
+        from rdbench.components_reference import markdown_reference, select_entries
 
         print(markdown_reference(select_entries(args.pattern)), end="")
         return 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import re
 import textwrap
 import types
 import typing
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rdbench.errors import RegistryError
-from rdbench.registry import KINDS, REGISTRY, Entry, class_path_of
+from rdbench.registry import REGISTRY, Entry, class_path_of
 
 #: Shown where a docstring describes no such argument.
 UNDOCUMENTED = "(no description in the docstring)"
@@ -351,94 +350,3 @@ def describe_key(pattern: str) -> str | None:
         return None
     REGISTRY.get(pattern)  # raises: unknown key, did you mean ...
     return None  # pragma: no cover - get raised
-
-
-# -- Markdown: docs/components.md --------------------------------------------------------------
-def project_entries() -> list[Entry]:
-    """The built-ins and the presets shipped in ``registry/`` (no plugins, no user presets)."""
-    return [e for e in REGISTRY.entries() if e.source == "builtin" or e.source.startswith("preset:registry/")]
-
-
-def select_entries(pattern: str = "") -> list[Entry]:
-    """The entries ``rdbench list --markdown PATTERN`` documents."""
-    entries = REGISTRY.entries()
-    if pattern and pattern in {e.key for e in entries}:
-        return [REGISTRY.get(pattern)]
-    chosen = [e for e in entries if pattern in e.key]
-    if not chosen:
-        if is_key(pattern):
-            REGISTRY.get(pattern)  # the one-line error with the nearest names
-        raise RegistryError(f"no component key matches {pattern!r}")
-    return chosen
-
-
-def markdown_reference(entries: list[Entry] | None = None) -> str:
-    """The argument reference of ``entries`` (default: :func:`project_entries`) as Markdown."""
-    entries = project_entries() if entries is None else entries
-    out = [
-        "# Component reference",
-        "",
-        "<!-- Generated: " + DOCS_COMMAND + " (tests/test_list.py checks it is current). -->",
-        "",
-        "Every registered component's `__init__` arguments: type, the default a run gets, and the",
-        "description from the class docstring (read by jsonargparse's docstring support, as",
-        "`rdbench list KEY` prints them). A preset's values are its defaults; a component-typed",
-        "argument takes a key of its kind or `{name: KEY, ...}`. Arguments marked *host* are",
-        "passed by the component that builds this one (the kind's contract), not by a suite.",
-        "",
-    ]
-    for kind in KINDS:
-        group = [e for e in entries if e.kind == kind]
-        if not group:
-            continue
-        out += [f"## {kind}", ""]
-        for entry in group:
-            out += _markdown_entry(describe(entry.key))
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-def _markdown_entry(desc: Description) -> list[str]:
-    entry = desc.entry
-    out = [f"### `{entry.key}`", "", _cell(entry.description), ""]
-    facts = [f"source `{entry.source}`"]
-    if desc.presets:
-        facts.append(f"preset of `{desc.chain[1].key}`")
-    facts.append(f"class `{class_path_of(desc.cls)}`")
-    if entry.tags:
-        facts.append("tags: " + ", ".join(entry.tags))
-    out += ["; ".join(facts) + ".", ""]
-    for level in desc.presets:
-        values = ", ".join(f"`{name}: {value_text(value)}`" for name, value in level.args.items()) or "none"
-        out += [f"Values of `{level.key}`: {values}.", ""]
-    if not desc.arguments:
-        return out + ["No arguments.", ""]
-    out += ["| argument | type | default | description |", "|---|---|---|---|"]
-    for arg in desc.arguments:
-        help_text = arg.help or UNDOCUMENTED
-        if arg.component:
-            help_text = f"*{arg.component}.* {help_text}"
-        out.append(f"| `{arg.name}` | `{_cell(arg.type)}` | {_markdown_default(arg)} | {_cell(help_text)} |")
-    if desc.takes_kwargs:
-        out.append("| `**kwargs` | | | further arguments are passed on unchecked |")
-    return out + [""]
-
-
-def _markdown_default(arg: Argument) -> str:
-    if arg.default is None:
-        text = "required"
-    else:
-        text = f"`{_cell(arg.default)}`"
-        if arg.origin == "registration":
-            text += " (registered"
-        elif arg.origin != "class":
-            text += f" (set by `{arg.origin}`"
-        if arg.origin != "class":
-            if arg.class_default != arg.default:
-                text += f"; class default `{_cell(arg.class_default)}`" if arg.class_default is not None else "; class: required"
-            text += ")"
-    return text + (" *host*" if arg.host else "")
-
-
-def _cell(text: str) -> str:
-    """Table-cell text: reST's double backquotes become Markdown code, pipes are escaped."""
-    return re.sub(r"``([^`]+)``", r"`\1`", text).replace("|", "\\|").replace("\n", " ")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from rdbench.cli import main
-from rdbench.describe import UNDOCUMENTED, describe, markdown_reference, project_entries
+from rdbench.components_reference import markdown_reference, project_entries
+from rdbench.describe import UNDOCUMENTED, describe
 from rdbench.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
