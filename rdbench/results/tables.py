@@ -10,7 +10,8 @@ with the renderers lives in :mod:`rdbench.results.cells`; this module imports no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -145,8 +146,13 @@ def _other_split(data: dict) -> tuple[int, int] | None:
     return other_split(data["dataset"], data.get("test_images"), data.get("test_captions"))
 
 
+def _std(data: dict, name: str) -> float | None:
+    """The std shown beside a mean: none for one seed (its 0.0 would read as "no spread")."""
+    return None if data.get("seeds") == 1 else data.get(f"{name}_std")
+
+
 def _row(data: dict, columns: list[Column]) -> Row:
-    values = {c.key: (data.get(f"{c.key}_mean"), data.get(f"{c.key}_std")) for c in columns}
+    values = {c.key: (data.get(f"{c.key}_mean"), _std(data, c.key)) for c in columns}
     return Row(data["run"], values, trainable_text(data["trainable_params"], data["backbone_params"]),
                data["trainable_params"], data["seeds"], data["failed"], data["incomplete"], data=data,
                mark=OTHER_SPLIT_MARK if _other_split(data) else "")
@@ -211,13 +217,12 @@ def _deltas(row: Row, base: Row, columns: list[Column], df: pl.DataFrame, n_boot
 
     boot, row_hits, base_hits = None, None, None
     # per-query hits are kept under the strict rule only: no bootstrap for a lineage's recalls
-    needs_boot = tie_rule == "strict" and min(row.seeds, base.seeds) < 3 and any(
-        c.key in stats.BOOTSTRAP_METRICS for c in columns)
+    needs_boot = tie_rule == "strict" and any(c.key in stats.BOOTSTRAP_METRICS for c in columns)
     if needs_boot:
         row_hits, base_hits = hits(row), hits(base)
         if row_hits is not None and base_hits is not None:
             try:
-                boot = stats.paired_bootstrap(row_hits, base_hits, n_boot, seed)
+                boot = stats.two_level_bootstrap(row_hits, base_hits, n_boot, seed)
             except ValueError as exc:
                 warnings.append(f"{row.data['suite']}/{row.label}: {exc}; no bootstrap")
     for c in columns:
@@ -227,12 +232,28 @@ def _deltas(row: Row, base: Row, columns: list[Column], df: pl.DataFrame, n_boot
                                                per_seed(base, c.key), row_hits, base_hits, boot)
 
 
+def _holm(table: SuiteTable) -> int:
+    """Replace every tested delta's significance by Holm's over the table; the number of tests."""
+    tested = [(row, key) for row in table.rows for key, d in row.deltas.items() if d.p is not None]
+    adjusted = stats.holm([row.deltas[key].p for row, key in tested])
+    for (row, key), p_holm in zip(tested, adjusted):
+        row.deltas[key] = replace(row.deltas[key], p_holm=p_holm, significant=p_holm < stats.ALPHA)
+    return len(tested)
+
+
+def _mdd(table: SuiteTable) -> float | None:
+    """Median over rows of the minimum detectable test-mR difference (two-level bootstrap SE)."""
+    ses = [row.deltas["test/mR"].se for row in table.rows
+           if "test/mR" in row.deltas and row.deltas["test/mR"].se is not None]
+    return (stats.Z_975 + stats.Z_80) * statistics.median(ses) if ses else None
+
+
 def _test_footnotes(table: SuiteTable, n_boot: int, seed: int) -> list[str]:
     """Which test each delta used, grouped by test, so that no asterisk is unexplained."""
-    texts = {"welch": "Welch's t-test across seeds (3 or more seeds in both runs; two-sided p < 0.05)",
-             "bootstrap": (f"paired bootstrap over test queries (fewer than 3 seeds in a run; "
-                           f"seed-averaged hits per query, B = {n_boot}, seed {seed}; "
-                           "95% percentile interval excludes 0)")}
+    texts = {"welch": ("Welch's t-test across seeds (no per-query ranks, 3 or more seeds in both runs; "
+                       "two-sided p)"),
+             "bootstrap": (f"two-level bootstrap over seeds and test queries (seeds resampled per run, "
+                           f"queries resampled paired; B = {n_boot}, seed {seed}; two-sided p)")}
     groups: dict[str, list[str]] = {}
     untested: dict[str, list[str]] = {}  # reason -> "row: columns"
     for row in table.rows:
@@ -246,6 +267,9 @@ def _test_footnotes(table: SuiteTable, n_boot: int, seed: int) -> list[str]:
             untested.setdefault(why, []).append(f"{row.label} ({', '.join(headers)})")
     lines = [f"Test for {', '.join(labels)}: {texts[test]}." for test, labels in groups.items()]
     lines += [f"Not tested, {why}: {'; '.join(items)}." for why, items in untested.items()]
+    mdd = _mdd(table)
+    if mdd is not None:
+        lines.append(f"Minimum detectable mR difference at 80 % power: {mdd:.2f} points.")
     return lines
 
 
@@ -257,7 +281,8 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
         notes.append("No successful seed yet: nothing to average.")
     elif len(set(counts.values())) == 1:
         k = next(iter(counts.values()))
-        notes.append(f"Mean ± std over {k} seed{'s' * (k != 1)} (successful seeds only); recalls in %.")
+        notes.append(f"Mean ± std over {k} seeds (successful seeds only); recalls in %." if k != 1
+                     else "Mean over 1 seed (successful seeds only; no std); recalls in %.")
     else:
         each = ", ".join(f"{label} {k}" for label, k in counts.items())
         notes.append(f"Mean ± std over successful seeds ({each}); recalls in %.")
@@ -268,7 +293,10 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
     if unfinished:
         notes.append(f"Unfinished seeds (status neither success nor failed): {', '.join(unfinished)}.")
     if table.baseline is not None:
-        notes.append(f"Δ: row mean minus {table.baseline} mean; * significant at 95%.")
+        n_tests = sum(d.p is not None for row in table.rows for d in row.deltas.values())
+        notes.append(f"Δ: row mean minus {table.baseline} mean; * significant at 95%"
+                     + (f" after Holm correction over the {n_tests} test{'s' * (n_tests != 1)} of this "
+                        "table (Holm-adjusted p < 0.05)." if n_tests else "."))
         notes += _test_footnotes(table, n_boot, seed)
         if table.unmatched:
             notes.append(f"No Δ for {', '.join(table.unmatched)}: no successful baseline seed "
@@ -350,6 +378,7 @@ def _attach_baseline(table: SuiteTable, baseline: str, df: pl.DataFrame, n_boot:
             table.unmatched.append(row.label)
             continue
         _deltas(row, match[0], table.value_columns, df, n_boot, seed, cache, warnings, tie_rule)
+    _holm(table)
 
 
 def _attach_references(table: SuiteTable, data: list[dict], names, notes: list[str]) -> None:
@@ -391,7 +420,7 @@ def _under(row: Row, lineage: str, columns: list[Column]) -> Row:
         if not key.startswith("test/"):
             return None, None
         name = f"test@{lineage}/{key.removeprefix('test/')}"
-        return row.data.get(f"{name}_mean"), row.data.get(f"{name}_std")
+        return row.data.get(f"{name}_mean"), _std(row.data, name)
 
     return Row(f"{row.label} [{lineage} eval]", {c.key: value(c.key) for c in columns}, row.trainable,
                row.trainable_params, row.seeds, row.failed, row.incomplete, data=row.data, lineage=lineage,

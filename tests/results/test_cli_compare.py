@@ -28,7 +28,7 @@ def test_documented_example_command(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0
     assert out.startswith("% rdbench compare, suite ablation") and out.rstrip().endswith(r"\end{table}")
-    assert r"+50.00$^*$" in out and "paired bootstrap" in out
+    assert r"+50.00$^*$" in out and "two-level bootstrap" in out
     assert "seed3/record.json: not readable as JSON" in err
     assert sorted(p.name for p in figs.iterdir()) == ["ablation-ablation.png", "ablation-pareto.png",
                                                       "ablation-recall.png"]

@@ -76,9 +76,9 @@ def test_latex_structure_escaping_and_ranks(suite):
     hmmc = rows[r"MRS-Adapter + HMMC\textsuperscript{\dag}"]
     assert hmmc[14] == "44.47" and hmmc[15] == "" and not any(r"\textbf" in c for c in hmmc)
     assert hmmc[2:4] == ["23.67", ""] and hmmc[1] == "0.16M"
-    # Deltas use the paired bootstrap (2 seeds) and the notes say so.
+    # Deltas use the two-level bootstrap (per-query ranks exist) and the notes say so.
     assert rows[r"b\&c"][15] == "+10.00$^*$"
-    assert r"Test for b\&c, d\%e, tie: paired bootstrap over test queries" in text
+    assert r"Test for b\&c, d\%e, tie: two-level bootstrap over seeds and test queries" in text
     assert r"Failed seeds, counted but not averaged: a\_x 1." in text
     assert r"\textsuperscript{\dag} Published, not rerun: Yuan, Zhan and Xiong" in text
     body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("%"))  # comments may say paper_1

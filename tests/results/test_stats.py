@@ -138,7 +138,7 @@ def test_bootstrap_does_not_flag_identical_runs(tmp_path):
         stats.paired_bootstrap(a, hits(tmp_path, "c", [([0] * 41, [0] * 200)]))
 
 
-def test_compare_picks_bootstrap_below_three_seeds(tmp_path):
+def test_compare_picks_two_level_bootstrap_when_ranks_exist(tmp_path):
     for seed in (0, 1):
         base = ranks_hitting(40, 200, 20, 100)
         write(tmp_path, ranked_record("s", "base", 1, seed, base), ranks=base)
@@ -155,7 +155,7 @@ def test_compare_picks_bootstrap_below_three_seeds(tmp_path):
     text = compare(tmp_path, baseline="base", columns=["mR"]).text
     rows = {ln.split()[0]: ln for ln in text.splitlines()[4:7]}
     assert rows["good"].endswith("100.00 ± 0.00  +50.00*") and rows["same"].endswith("+0.00")
-    assert "Test for good, same: paired bootstrap over test queries" in text
+    assert "Test for good, same: two-level bootstrap over seeds and test queries" in text
 
 
 def test_compare_picks_welch_from_three_seeds(tmp_path):
@@ -170,4 +170,5 @@ def test_compare_picks_welch_from_three_seeds(tmp_path):
     near = next(ln for ln in lines if ln.startswith("near "))
     assert up.endswith("+10.00*") and near.endswith("+0.00")
     assert "Test for up, near: Welch's t-test across seeds" in result.text
-    assert not any("bootstrap" in w for w in result.warnings)  # ranks were never needed
+    # Without test_ranks.json the two-level bootstrap is unavailable; the warning names the file.
+    assert any("test_ranks.json" in w and "no bootstrap" in w for w in result.warnings)
