@@ -12,17 +12,13 @@ import yaml
 
 from rdbench.cli import main
 from rdbench.evaluation import METRIC_NAMES
+from tiny import TINY_DEFAULTS
 
 SUITE = """\
 # A few steps of each foundation adapter on the tiny components.
 suite: e2e
 defaults:
-  backbone: {{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}}
-  dataset: {{name: dataset/synthetic-rs, train: 12, val: 6, test: 6, root: {root}}}
-  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
-  trainer: {{max_epochs: 1, enable_progress_bar: false}}
-  data: {{batch_size: 8, eval_batch_size: 16}}
-runs:
+""" + TINY_DEFAULTS + """runs:
   zero-shot: {{adapter: adapter/none}}
   full: {{adapter: adapter/full}}
   bottleneck: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}}}

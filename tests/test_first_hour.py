@@ -10,16 +10,12 @@ import yaml
 from rdbench.cli import main
 from rdbench.resolution.run import plan_suite
 from rdbench.training.runner import RunTimes, config_changes
+from tiny import TINY_DEFAULTS
 
 SUITE = """\
 suite: first
 defaults:
-  backbone: {{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}}
-  dataset: {{name: dataset/synthetic-rs, train: 12, val: 6, test: 6, root: {root}}}
-  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
-  trainer: {{max_epochs: 1, enable_progress_bar: false}}
-  data: {{batch_size: 8, eval_batch_size: 16}}
-runs:
+""" + TINY_DEFAULTS + """runs:
   bottleneck: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}}}
   diff:
     adapter:

@@ -9,6 +9,7 @@ import yaml
 
 from rdbench.cli import main
 from rdbench.resolution.run import plan_suite, resolve_config
+from tiny import TINY_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "suites").glob("*.yaml"))
@@ -16,12 +17,7 @@ SHIPPED = sorted((ROOT / "suites").glob("*.yaml"))
 SUITE = """\
 suite: repro
 defaults:
-  backbone: {{name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}}
-  dataset: {{name: dataset/synthetic-rs, train: 12, val: 6, test: 6, root: {root}}}
-  optimizer: {{name: optimizer/adamw, lr: 1.0e-3}}
-  loss: loss/infonce
-  trainer: {{max_epochs: 1, enable_progress_bar: false}}
-  data: {{batch_size: 8, eval_batch_size: 16}}
+""" + TINY_DEFAULTS + """  loss: loss/infonce
 runs:
   bottleneck: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}}}
 """

@@ -277,6 +277,9 @@ class CaptionsDataset(FolderDataset):
     options (``image_column``, ``caption_column``, ``separator``) default to what the header
     says (open_clip's ``filepath``/``title``, tab or comma).
 
+    ``format``, ``split_scheme``, ``image_dir``, ``val_fraction``, ``seed`` and ``exclude`` are
+    the shared folder-dataset arguments, described on :class:`FolderDataset`.
+
     Args:
         root: Folder holding the annotation files (and, by default, the images). Required: there
             is no environment variable for this component.
@@ -284,25 +287,6 @@ class CaptionsDataset(FolderDataset):
             its ``exclude`` list to apply, and where a folder holds several sets it picks the
             files named after it (``dataset_<name>.json``, ``<name>_<split>.json``, CSV files
             whose names start with it). Records carry it.
-        format: Annotation format: "A" (Karpathy-style JSON), "B" (precomp text files), "C" (PIR
-            JSON record lists), "D" (``filename,title`` CSV) or "E" (open_clip CSV). "auto"
-            recognises the layout from the files in the root, trying A, C, B, then the CSV
-            formats (D when every CSV has the ``filename,title`` header, else E).
-        split_scheme: Which images are train, val and test; the test split is never changed.
-            "native" keeps the files' own splits; "pir" takes the PIR/HarMA splits from format-C
-            files ``<name>_{train,val,test}.json`` in the same root; "carve" moves
-            ``val_fraction`` of the train images to val; "auto" is native when the files have a
-            val split and carve otherwise.
-        image_dir: Folder the images are looked up in. Null uses ``ROOT/images`` when it exists,
-            else the root.
-        val_fraction: Share of the train images moved to val when the split scheme carves
-            (between 0 and 1 exclusive; 0.2 is the PIR/HarMA share), stratified by scene class.
-        seed: Seed of the carved validation split: the data's seed, not the run's, so every seed
-            of a suite selects on the same val split.
-        exclude: Path to an overlap list written by ``rdbench data overlap``: the images it lists
-            for this dataset leave train and val (test is never changed), and the record notes
-            the list's hash and how many images went. A list naming only other datasets, or
-            images this dataset does not have, is an error. Null excludes nothing.
         encoding: Text encoding of the text annotations (formats B, D and E). Null reads UTF-8
             (a byte-order mark is dropped).
         image_column: CSV column holding the image paths (formats D and E). Null: "filename" for

@@ -79,3 +79,14 @@ def ranked_record(suite, run, run_index, seed, ranks, **kw):
     record = make_record(suite, run, run_index, seed, base=0.0, **kw)
     record["metrics"].update(recalls_of(ranks))
     return record
+
+
+def two_seed_suite(tmp_path):
+    """Suite ``s`` at seeds 0 and 1 with per-query ranks: ``base`` hits half the queries,
+    ``good`` all of them, ``same`` exactly what ``base`` hits."""
+    for seed in (0, 1):
+        base = ranks_hitting(40, 200, 20, 100)
+        write(tmp_path, ranked_record("s", "base", 1, seed, base), ranks=base)
+        good = ranks_hitting(40, 200, 40, 200)
+        write(tmp_path, ranked_record("s", "good", 2, seed, good), ranks=good)
+        write(tmp_path, ranked_record("s", "same", 3, seed, base), ranks=base)

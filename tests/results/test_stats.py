@@ -9,7 +9,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from compare_records import make_record, ranked_record, ranks_hitting, write
+from compare_records import make_record, ranks_hitting, two_seed_suite, write
 
 from rdbench.results import stats
 from rdbench.results.compare import compare
@@ -139,12 +139,7 @@ def test_bootstrap_does_not_flag_identical_runs(tmp_path):
 
 
 def test_compare_picks_two_level_bootstrap_when_ranks_exist(tmp_path):
-    for seed in (0, 1):
-        base = ranks_hitting(40, 200, 20, 100)
-        write(tmp_path, ranked_record("s", "base", 1, seed, base), ranks=base)
-        good = ranks_hitting(40, 200, 40, 200)
-        write(tmp_path, ranked_record("s", "good", 2, seed, good), ranks=good)
-        write(tmp_path, ranked_record("s", "same", 3, seed, base), ranks=base)
+    two_seed_suite(tmp_path)
     result = compare(tmp_path, baseline="base", columns=["mR", "val/mR"], fmt="csv")
     df = pl.read_csv(io.StringIO(result.text))
     good = df.filter(pl.col("run") == "good").row(0, named=True)

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import polars as pl
 import pytest
-from compare_records import make_record, ranked_record, ranks_hitting, write
+from compare_records import make_record, ranks_hitting, two_seed_suite, write
 
 from rdbench.results import stats
 from rdbench.results.compare import compare
@@ -88,15 +88,6 @@ def test_holm_by_hand():
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert stats.holm([0.5, 0.9]) == [1.0, 1.0] and stats.holm([]) == []
     assert stats.holm([0.02]) == [0.02]
-
-
-def two_seed_suite(tmp_path):
-    for seed in (0, 1):
-        base = ranks_hitting(40, 200, 20, 100)
-        write(tmp_path, ranked_record("s", "base", 1, seed, base), ranks=base)
-        good = ranks_hitting(40, 200, 40, 200)
-        write(tmp_path, ranked_record("s", "good", 2, seed, good), ranks=good)
-        write(tmp_path, ranked_record("s", "same", 3, seed, base), ranks=base)
 
 
 def test_table_applies_holm_and_reports_mdd(tmp_path):
