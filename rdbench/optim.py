@@ -3,6 +3,16 @@
 
 Contract: ``build(params, total_steps) -> (torch.optim.Optimizer, LR scheduler or None)``; a
 scheduler is stepped every optimiser step.
+
+Per-parameter learning rates: a component may mark one of its parameters with its own peak
+learning rate, ``param.rdbench_lr = 0.05``, and optionally its own weight decay,
+``param.rdbench_weight_decay = 0.0`` (``weighting/uncertainty`` does, for its log-variances, which
+the adapter's rate would barely move in a short run). A factory puts the marked parameters in
+param groups of their own with those values (unmarked values: the factory's); the schedule's
+factor applies to every group alike (a ``LambdaLR`` scales each group's own initial rate). The
+LightningModule never branches on which component asked. The mark is a plain attribute of the
+``nn.Parameter``: it survives ``.to()`` and pickling, not ``copy.deepcopy``, so it is set where
+the parameter is created.
 """
 
 from __future__ import annotations
@@ -75,7 +85,8 @@ class AdamWOptimizer(Optimizer):
         if fused is None:
             fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         kwargs = {"fused": True} if fused else {}
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas, eps=self.eps, **kwargs)
+        opt = torch.optim.AdamW(param_groups(params, self.lr, self.weight_decay), lr=self.lr,
+                                weight_decay=self.weight_decay, betas=self.betas, eps=self.eps, **kwargs)
         total = max(int(total_steps), 1)
         warmup = int(self.warmup_ratio * total)
 
@@ -90,3 +101,22 @@ class AdamWOptimizer(Optimizer):
             return 1.0
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def param_groups(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> list[dict]:
+    """``params`` as torch param groups: the unmarked ones first, then one group per distinct
+    ``(rdbench_lr, rdbench_weight_decay)`` mark (see the module docstring), in the order met."""
+    plain: list[torch.nn.Parameter] = []
+    marked: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for p in params:
+        own_lr, own_wd = getattr(p, "rdbench_lr", None), getattr(p, "rdbench_weight_decay", None)
+        if own_lr is None and own_wd is None:
+            plain.append(p)
+            continue
+        key = (float(own_lr if own_lr is not None else lr), float(own_wd if own_wd is not None else weight_decay))
+        if key[0] <= 0:
+            raise ValueError(f"a parameter is marked with rdbench_lr={own_lr}; it must be positive")
+        marked.setdefault(key, []).append(p)
+    groups = [{"params": plain}] if plain else []
+    groups += [{"params": ps, "lr": g_lr, "weight_decay": g_wd} for (g_lr, g_wd), ps in marked.items()]
+    return groups

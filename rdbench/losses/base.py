@@ -3,22 +3,38 @@
 Contract of a ``loss/*`` term: an ``nn.Module`` whose ``forward(step)`` takes a
 :class:`StepOutputs` (embeddings, temperature, image ids, scene labels, and the module itself for
 anything else it needs, e.g. a teacher forward pass) and returns a scalar tensor. Optional hooks,
-called by the LightningModule for every term without knowing which term it is:
+called by the LightningModule (or the composite) for every term without knowing which term it is:
 
 * ``setup(module)``: once, after the adapter is attached (build heads, copy a teacher);
-* ``after_optimizer_step(module)``: after each optimiser step (update an EMA teacher).
+* ``after_optimizer_step(module)``: once per optimiser step, after it (update an EMA teacher);
+  with gradient accumulation that is once per ``accumulate_grad_batches`` micro-batches, so a
+  term that collects something in ``forward`` collects every micro-batch of the step;
+* ``factor(module)``: the term's schedule factor at this step (a ramp-up), 1.0 by default. The
+  composite multiplies the term's *whole* contribution by it, after the weighting (a learned
+  weighting's regulariser included), so that a weighting cannot undo it;
+* ``diagnostics(module)``: named numbers to log at each step (a teacher's decay, a ramp); the
+  composite logs each as ``<name>/<term>``.
+
+``module`` is the LightningModule; a term reads the run's length from its Trainer when there is
+one (:func:`total_optimizer_steps`) and must also work without (``module`` may be a bare object
+or ``None`` in unit tests).
 
 A term's own parameters (a classification head) train with the adapter's.
 
 Contract of a ``weighting/*``: an ``nn.Module`` whose ``forward(values)`` takes the named term
 values and returns ``(total, weights)``, ``weights`` being the effective weight of each term (for
 logging). A learned weighting's parameters train too; ``prepare(names)`` is called once with
-the term names so that it can create them before the optimiser is built.
+the term names so that it can create them before the optimiser is built, and may mark them with
+their own learning rate (``param.rdbench_lr``, see :mod:`rdbench.optim`). The composite calls
+``combine(values, factors)``; its default scales the values by the factors, exact for weights
+that do not depend on the values; a weighting whose weights do (learned, or from the values'
+history) overrides it.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +65,15 @@ class LossTerm(nn.Module, metaclass=abc.ABCMeta):
         """Called once after the adapter is attached."""
 
     def after_optimizer_step(self, module: Any) -> None:
-        """Called after every optimiser step."""
+        """Called once after every optimiser step (not after every micro-batch)."""
+
+    def factor(self, module: Any) -> float:
+        """The schedule factor of the term's whole contribution at this step (1: none)."""
+        return 1.0
+
+    def diagnostics(self, module: Any) -> dict[str, float]:
+        """Named numbers to log at this step (none by default)."""
+        return {}
 
     @abc.abstractmethod
     def forward(self, step: StepOutputs) -> torch.Tensor:
@@ -66,6 +90,15 @@ class Weighting(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def forward(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total and the weight of each term."""
+
+    def combine(self, values: dict[str, torch.Tensor], factors: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total with each term's whole contribution multiplied by its factor (missing: 1),
+        and each term's effective weight. This default scales the values, which is exact where
+        the weights do not depend on the values (``weighting/fixed``)."""
+        if all(factors.get(k, 1.0) == 1.0 for k in values):
+            return self(values)
+        total, weights = self({k: factors.get(k, 1.0) * v for k, v in values.items()})
+        return total, {k: factors.get(k, 1.0) * torch.as_tensor(w) for k, w in weights.items()}
 
 
 REGISTRY.define_kind("loss", LossTerm)
@@ -123,12 +156,36 @@ class CompositeLoss(LossTerm):
             term.after_optimizer_step(module)
 
     def evaluate(self, step: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The total, and every term and weight by name for logging."""
+        """The total, and for logging every term's value (``loss/<name>``, before its factor),
+        its effective weight (``weight/<name>``, factor included) and its diagnostics
+        (``<key>/<name>``)."""
         values = {name: term(step) for name, term in self.terms.items()}
-        total, weights = self.weighting(values)
+        factors = {name: float(term.factor(step.module)) for name, term in self.terms.items()}
+        total, weights = self.weighting.combine(values, factors)
         logs = {f"loss/{k}": v.detach() for k, v in values.items()}
         logs.update({f"weight/{k}": torch.as_tensor(w).detach() for k, w in weights.items()})
+        for name, term in self.terms.items():
+            logs.update({f"{key}/{name}": torch.as_tensor(float(v)) for key, v in term.diagnostics(step.module).items()})
         return total, logs
 
     def forward(self, step: StepOutputs) -> torch.Tensor:
         return self.evaluate(step)[0]
+
+
+#: The run length assumed where no Trainer says it (unit tests, :func:`rdbench.testing.train_steps`):
+#: about the optimiser steps of a run on the embedded default.
+FALLBACK_TOTAL_STEPS = 600
+
+
+def total_optimizer_steps(module: Any, fallback: int = FALLBACK_TOTAL_STEPS) -> int:
+    """The run's total optimiser steps: ``trainer.estimated_stepping_batches`` (gradient
+    accumulation, ``max_steps`` and devices accounted for) while ``module`` is attached to a
+    Trainer that is fitting, else ``fallback`` (no Trainer, an infinite or unknown length)."""
+    try:
+        trainer = module.trainer
+    except (AttributeError, RuntimeError):  # no module, or a LightningModule without a Trainer
+        return fallback
+    if trainer is None or not getattr(trainer, "training", False):
+        return fallback
+    steps = trainer.estimated_stepping_batches
+    return int(steps) if math.isfinite(steps) and steps >= 1 else fallback

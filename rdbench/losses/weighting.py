@@ -15,58 +15,100 @@ from rdbench.registry import register
 class UncertaintyWeighting(Weighting):
     """Learned homoscedastic-uncertainty weights (Kendall, Gal and Cipolla, CVPR 2018), the
     default reading of DTCL's adaptive weighting: ``sum_k exp(-s_k) L_k + s_k`` with one learned
-    log-variance ``s_k`` per term, initialised at ``init`` (0: every weight starts at 1). The
-    ``s_k`` train with the adapter; the reported weight of term k is ``exp(-s_k)``.
+    log-variance ``s_k`` per term, initialised at ``init`` (0: every weight starts at 1). A
+    term's schedule factor ``f_k`` (a ramp-up, 1 for most terms) scales its whole contribution,
+    ``f_k (exp(-s_k) L_k + s_k)``: at the optimum ``exp(-s_k) = 1 / L_k`` whatever ``f_k``, so
+    the weighting cannot undo the ramp, which it would if the ramp scaled ``L_k`` alone. The
+    reported weight of term k is ``f_k exp(-s_k)``.
+
+    The ``s_k`` train in their own optimiser group (``rdbench_lr``, see :mod:`rdbench.optim`)
+    at ``lr`` with no weight decay. Why: Adam moves a parameter by at most about its learning
+    rate per step, so at the adapter's rate (3e-3 for CMAA) an ``s_k`` moves by under 1 in a
+    600-step cosine run (3e-3 x 600 x 0.5), and far less in practice: the "adaptive" weighting
+    would stay a fixed one. The optimum ``s_k = log L_k`` lies O(1) from 0 for an InfoNCE and
+    about -7 for a consistency KL of 1e-3; 0.05 reaches it within the first ~100-200 steps of
+    a 600-step run, and its jitter there (about ``lr``) moves the weights by ~5 %. Weight
+    decay would pull every weight towards 1, a bias Kendall et al.'s objective does not have.
 
     Args:
         init: Initial log-variance ``s_k`` of every term.
+        lr: Peak learning rate of the log-variances (the optimiser's schedule still applies);
+            ``None`` trains them at the optimiser's own rate and weight decay.
     """
 
-    def __init__(self, init: float = 0.0):
+    def __init__(self, init: float = 0.0, lr: float | None = 0.05):
         super().__init__()
-        self.init = init
+        if lr is not None and lr <= 0:
+            raise ValueError("lr must be positive (or None for the optimiser's own)")
+        self.init, self.lr = init, lr
         self.log_vars = nn.ParameterDict()
 
     def forward(self, values):
+        return self.combine(values, {})
+
+    def combine(self, values, factors):
         for name in values:
             if name not in self.log_vars:
                 # CompositeLoss calls ``prepare`` with its term names at construction, before
                 # the optimiser is built; a term appearing later would never be optimised.
                 raise RuntimeError(f"weighting/uncertainty was not prepared for term {name!r}")
-        total = sum(torch.exp(-self.log_vars[k]) * v + self.log_vars[k] for k, v in values.items())
-        return total, {k: torch.exp(-self.log_vars[k]).detach() for k in values}
+        total = sum(factors.get(k, 1.0) * (torch.exp(-self.log_vars[k]) * v + self.log_vars[k]) for k, v in values.items())
+        return total, {k: factors.get(k, 1.0) * torch.exp(-self.log_vars[k]).detach() for k in values}
 
     def prepare(self, names: list[str]) -> None:
         for name in names:
             if name not in self.log_vars:
-                self.log_vars[name] = nn.Parameter(torch.tensor(float(self.init)))
+                param = nn.Parameter(torch.tensor(float(self.init)))
+                if self.lr is not None:
+                    param.rdbench_lr = float(self.lr)
+                    param.rdbench_weight_decay = 0.0
+                self.log_vars[name] = param
+
+
+#: Added to both window means before DWA divides them, so that a term whose loss is ~0 (a
+#: consistency KL while teacher and student coincide, a term with nothing to say) gives a ratio
+#: near 1 instead of 0/0 or x/0.
+DWA_EPS = 1e-8
 
 
 @register("weighting/dwa")
 class DynamicWeightAveraging(Weighting):
     """Dynamic Weight Average (Liu, Johns and Davison, CVPR 2019): ``w_k = K softmax_k(r_k / T)``
-    with ``r_k`` the ratio of term k's mean over the last window of ``window`` steps to its mean
-    over the window before; weights are 1 until two windows have passed. Nothing is learned.
+    with ``r_k`` the ratio of term k's mean over the last window of ``window`` training batches
+    to its mean over the window before; weights are 1 until two windows have passed. Nothing is
+    learned. The ratio is ``(last + eps) / (prev + eps)`` (``eps`` = 1e-8) clamped to
+    ``[1 / max_ratio, max_ratio]``: Liu et al.'s ratios are loss descent rates near 1, and a
+    term whose loss is ~0 in one window (a KL while teacher and student coincide) would
+    otherwise divide by zero or take every weight. The default clamp of 4 bounds the weights,
+    with T = 2 and three terms, within about [0.2, 2.3]. The windows see each term's value
+    before its schedule factor (a ramp-up), which then scales the weighted contribution.
 
     Args:
         temperature: ``T`` in the softmax; a larger one keeps the weights closer to 1.
-        window: Training steps per averaging window.
+        window: Training batches per averaging window.
+        max_ratio: Clamp of each descent ratio to ``[1 / max_ratio, max_ratio]``; above 1.
     """
 
-    def __init__(self, temperature: float = 2.0, window: int = 20):
+    def __init__(self, temperature: float = 2.0, window: int = 20, max_ratio: float = 4.0):
         super().__init__()
         if temperature <= 0 or window < 1:
             raise ValueError("temperature must be positive and window at least 1")
-        self.temperature, self.window = temperature, window
+        if not max_ratio > 1:
+            raise ValueError("max_ratio must be above 1")
+        self.temperature, self.window, self.max_ratio = temperature, window, max_ratio
         self._sums: dict[str, float] = {}
         self._steps = 0
         self._history: list[dict[str, float]] = []
         self._weights: dict[str, float] = {}
 
     def forward(self, values):
+        return self.combine(values, {})
+
+    def combine(self, values, factors):
         if self.training:
             self._observe({k: float(v.detach()) for k, v in values.items()})
-        weights = {k: torch.as_tensor(self._weights.get(k, 1.0), device=v.device) for k, v in values.items()}
+        weights = {k: torch.as_tensor(factors.get(k, 1.0) * self._weights.get(k, 1.0), device=v.device)
+                   for k, v in values.items()}
         return sum(weights[k] * v for k, v in values.items()), weights
 
     def _observe(self, values: dict[str, float]) -> None:
@@ -80,6 +122,8 @@ class DynamicWeightAveraging(Weighting):
         if len(self._history) == 2:
             prev, last = self._history
             names = list(last)
-            ratios = torch.tensor([last[k] / prev[k] if prev.get(k) else 1.0 for k in names])
+            ratios = torch.tensor([(last[k] + DWA_EPS) / (prev.get(k, last[k]) + DWA_EPS) for k in names],
+                                  dtype=torch.float64)
+            ratios = ratios.nan_to_num(nan=1.0).clamp(1 / self.max_ratio, self.max_ratio)
             w = len(names) * torch.softmax(ratios / self.temperature, dim=0)
             self._weights = dict(zip(names, w.tolist()))

@@ -128,7 +128,10 @@ class RetrievalModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._cache_features("train")
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        # Lightning calls this once per optimiser step (after the last micro-batch when it
+        # accumulates gradients), unlike on_train_batch_end, which runs after every micro-batch.
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         self.loss.after_optimizer_step(self)
 
     def configure_optimizers(self):
