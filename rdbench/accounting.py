@@ -46,8 +46,9 @@ def fresh_model(architecture: str) -> nn.Module:
     """A randomly initialised model of ``architecture`` (weights drawn once, then copied)."""
     from rdbench.openclip import create_model, open_clip
 
+    state = _state(architecture)  # first: it makes the embedded architecture (tiny-rs) known to open_clip
     model = create_model(architecture, pretrained=None)
-    model.load_state_dict(_state(architecture))
+    model.load_state_dict(state)
     return model
 
 

@@ -190,3 +190,13 @@ def test_baselines_doc_lists_each_methods_arguments():
     for key, text in rows.items():
         expected = ", ".join(f"`{a.name}: {a.default}`" for a in describe(key).arguments) or "none"
         assert text == expected, key
+
+
+def test_params_on_the_embedded_architecture(capsys):
+    """``--params tiny-rs`` must make the embedded architecture known before building it (it
+    once failed with "Model config for 'tiny-rs' not found")."""
+    from rdbench.cli import main
+
+    assert main(["list", "adapter/symmetric", "--params", "tiny-rs"]) == 0
+    out = capsys.readouterr().out
+    assert "132,608" in out  # two towers x 4 blocks x (128 x 64 x 2 + 64 + 128), r = 64 default
