@@ -269,6 +269,7 @@ def register(
     description: str | None = None,
     defaults: dict[str, Any] | None = None,
     example: dict[str, Any] | None = None,
+    search_space: dict[str, Any] | None = None,
 ) -> Callable[[type], type]:
     """Class decorator: register a built-in component under ``kind/name``.
 
@@ -291,6 +292,10 @@ def register(
     of a small caption dataset the test writes in one of the five annotation formats (format A,
     ``dataset_<name>.json`` and ``images/``, unless the test names another for the key), so a
     dataset that reads a folder declares ``example={"root": "{example_root}"}``.
+
+    ``search_space`` is the method family's default hyper-parameter space for a suite's
+    ``select`` slot (dotted run paths to ranges, :mod:`rdbench.resolution.select`); it is set
+    as the class attribute ``search_space``, which subclasses inherit and plugins set directly.
     """
 
     def wrap(cls: type) -> type:
@@ -306,6 +311,8 @@ def register(
             )
         )
         cls.registry_key = key
+        if search_space is not None:
+            cls.search_space = dict(search_space)
         return cls
 
     return wrap

@@ -31,9 +31,11 @@ COMPONENT_SLOTS = {
     "optimizer": "optimizer",
 }
 #: Slots that hold plain settings.
-PLAIN_SLOTS = ("trainer", "data", "seeds", "selection")
+PLAIN_SLOTS = ("trainer", "data", "seeds", "selection", "select")
 SLOTS = (*COMPONENT_SLOTS, *PLAIN_SLOTS)
-SUITE_KEYS = ("suite", "description", "defaults", "runs", "search")
+SUITE_KEYS = ("suite", "description", "defaults", "runs", "search", "quick")
+#: What ``--quick`` adds to a suite's name: its records live apart from the full suite's.
+QUICK_SUFFIX = "-quick"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -65,6 +67,9 @@ class Suite:
     defaults: dict[str, Any]
     runs: dict[str, dict[str, Any]]
     search: dict[str, Any] | None = None
+    #: ``quick``: the slots ``rdbench run --quick`` changes for every run (a documented short
+    #: variant of the suite), and optionally ``only``, the runs it keeps.
+    quick: dict[str, Any] | None = None
 
 
 @dataclass
@@ -82,7 +87,9 @@ class RunPlan:
         return f"{self.run}/seed{self.seed}"
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, quick: bool = False) -> Suite:
+    """Read and check a suite file. ``quick``: its ``quick`` variant (named ``<suite>-quick``,
+    its slots applied to every run after the run's own, its ``only`` runs kept)."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
@@ -108,7 +115,28 @@ def load_suite(path: str | Path) -> Suite:
         if not isinstance(patch, dict):
             raise ConfigError(f"{path}: run {run!r} must be a mapping of the slots it changes")
         _check_slots(path, f"run {run!r}", patch)
-    return Suite(name, path, str(data.get("description", "")).strip(), defaults, runs, data.get("search"))
+    suite = Suite(name, path, str(data.get("description", "")).strip(), defaults, runs, data.get("search"),
+                  _check_quick(path, data.get("quick"), runs))
+    if not quick:
+        return suite
+    if suite.quick is None:
+        raise ConfigError(f"{path}: --quick: the suite declares no `quick` variant (a mapping of slots, and `only` runs)")
+    patch = {k: v for k, v in suite.quick.items() if k != "only"}
+    kept = suite.quick.get("only") or list(runs)
+    quick_runs = {run: merge(runs[run], patch) for run in kept}
+    return Suite(name + QUICK_SUFFIX, path, suite.description, merge(defaults, patch), quick_runs, suite.search, suite.quick)
+
+
+def _check_quick(path: Path, quick: Any, runs: dict[str, Any]) -> dict[str, Any] | None:
+    if quick is None:
+        return None
+    if not isinstance(quick, dict):
+        raise ConfigError(f"{path}: `quick` must be a mapping of slots (and `only`: runs to keep)")
+    only = quick.get("only")
+    if only is not None and (not isinstance(only, list) or not only or any(r not in runs for r in only)):
+        raise ConfigError(f"{path}: quick.only must list runs of the suite; runs are {', '.join(runs)}")
+    _check_slots(path, "quick", {k: v for k, v in quick.items() if k != "only"})
+    return quick
 
 
 def _check_slots(path: Path, where: str, slots: dict[str, Any]) -> None:

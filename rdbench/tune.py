@@ -39,10 +39,10 @@ import optuna
 import yaml
 
 from rdbench.errors import ConfigError
+from rdbench.resolution.select import check_space as check_ranges, sample
 from rdbench.suite import Suite, _nest, expand, load_suite, merge
 from rdbench.resolution.run import resolve_plan
 
-SPACE_TYPES = ("float", "int", "categorical")
 SEEDS_KEY = "seeds"  # in `search:`, the seeds each trial trains at (not a searched value)
 OVER_BUDGET = "over budget, never run"  # user attr of a trial number another worker won the race for
 
@@ -110,15 +110,7 @@ def check_space(suite: Suite) -> dict[str, dict[str, Any]]:
     space = {path: spec for path, spec in space.items() if path != SEEDS_KEY}
     if not space:
         raise ConfigError(f"{suite.path}: `search` names no value to search, only `seeds`")
-    for path, spec in space.items():
-        where = f"{suite.path}: search.{path}"
-        if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
-            raise ConfigError(f"{where}: needs `type` one of {', '.join(SPACE_TYPES)}")
-        if spec["type"] == "categorical":
-            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise ConfigError(f"{where}: a categorical needs a non-empty `choices` list")
-        elif not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high")) or spec["low"] >= spec["high"]:
-            raise ConfigError(f"{where}: needs numbers `low` < `high`")
+    check_ranges(space, f"{suite.path}: search")
     return space
 
 
@@ -134,18 +126,6 @@ def search_seeds(suite: Suite) -> list[int] | None:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ConfigError(f"{suite.path}: search.seeds: needs a non-empty list of distinct integers, got {seeds!r}")
     return seeds
-
-
-def sample(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    values = {}
-    for path, spec in space.items():
-        if spec["type"] == "float":
-            values[path] = trial.suggest_float(path, spec["low"], spec["high"], log=bool(spec.get("log", False)))
-        elif spec["type"] == "int":
-            values[path] = trial.suggest_int(path, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))
-        else:
-            values[path] = trial.suggest_categorical(path, spec["choices"])
-    return values
 
 
 def make_storage(url: str | None, default: Path):
@@ -267,7 +247,7 @@ def tune(
     echo: Callable[[str], None] = print,
 ) -> TuneResult:
     from rdbench.training.execute import execute
-    from rdbench.training.runner import run_dir
+    from rdbench.training.run_state import run_dir
 
     suite = load_suite(suite_path)
     space = check_space(suite)

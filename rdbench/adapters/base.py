@@ -35,8 +35,30 @@ from torch import nn
 from rdbench.registry import REGISTRY
 
 
+def lr_space(low: float, high: float) -> dict[str, dict]:
+    """A family's default search space for ``select``: the peak learning rate, log-uniform."""
+    return {"optimizer.lr": {"type": "float", "low": low, "high": high, "log": True}}
+
+
+#: Default learning-rate ranges of the method families for a suite's ``select`` slot
+#: (docs/protocol.md, "Selection"). Each spans the values the family's papers train at with
+#: AdamW, widened by about 3x on each side, because a tiny backbone and a short schedule move the
+#: optimum: bottleneck adapters (Houlsby, AdaptFormer, UniAdapter, RDB's CMAA: 1e-4 to 5e-3 in
+#: their papers and HarMA's recipe), LoRA (1e-4 to 1e-3 at rank 8 on CLIP), prompts and linear
+#: heads (CoOp, VPT, CLIP-Adapter train only a few thousand values, at 2e-3 to 1e-2), and full
+#: fine-tuning (1e-6 to 1e-5 on ViT-B CLIP; 1e-4 on the embedded tiny-rs).
+ADAPTER_SPACE = lr_space(3.0e-4, 1.0e-2)
+LORA_SPACE = lr_space(1.0e-4, 1.0e-2)
+PROMPT_SPACE = lr_space(1.0e-3, 3.0e-2)
+FULL_SPACE = lr_space(1.0e-5, 1.0e-3)
+
+
 class Adapter(nn.Module):
     """Base class of every adapter; see the module docstring for the contract."""
+
+    #: The family's default hyper-parameter space for a suite's ``select`` slot (set by
+    #: ``register(..., search_space=...)``; a plugin sets the attribute). Empty: nothing trains.
+    search_space: dict = ADAPTER_SPACE
 
     #: Whether attaching the adapter leaves the embeddings unchanged (a zero-initialised
     #: residual); prompt methods that insert tokens are not, and say so.

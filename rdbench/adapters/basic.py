@@ -9,20 +9,20 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-from rdbench.adapters.base import Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
+from rdbench.adapters.base import FULL_SPACE, Adapter, hook_block_mlp, select_layers, tower_blocks, tower_widths
 from jsonargparse.typing import PositiveInt
 
 from rdbench.registry import register
 
 
-@register("adapter/none", tags=("baseline",))
+@register("adapter/none", tags=("baseline",), search_space={})
 class NoAdapter(Adapter):
     """Zero-shot: the backbone as it is; nothing trains (0 parameters)."""
 
     frozen_towers = True  # the towers' outputs can be cached (rdbench.training.feature_cache)
 
 
-@register("adapter/full", tags=("baseline",))
+@register("adapter/full", tags=("baseline",), search_space=FULL_SPACE)
 class FullFineTuning(Adapter):
     """Full fine-tuning: every backbone parameter trains, the temperature included.
 

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from rdbench.adapters.base import (
-    Adapter, hook_block_mlp, hook_parallel, project_image, project_text, select_layers, tower_blocks, tower_widths,
+    PROMPT_SPACE, Adapter, hook_block_mlp, hook_parallel, project_image, project_text, select_layers, tower_blocks, tower_widths,
 )
 from rdbench.adapters.basic import BottleneckBranch
 from rdbench.registry import register
 
 
-@register("adapter/linear-probe", tags=("baseline",))
+@register("adapter/linear-probe", tags=("baseline",), search_space=PROMPT_SPACE)
 class LinearProbeAdapter(Adapter):
     """Linear probe (as in CLIP, Radford et al., 2021, and PE-RSITR): the two projection layers
     that map each tower's output into the joint space train; everything else is frozen."""

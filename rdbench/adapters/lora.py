@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from rdbench.adapters.base import Adapter, select_layers, tower_blocks
+from rdbench.adapters.base import LORA_SPACE, Adapter, select_layers, tower_blocks
 from rdbench.registry import register
 
 Target = Literal["q", "k", "v", "out", "fc", "proj"]
@@ -59,7 +59,7 @@ class LoRAWeight(nn.Module):
         return weight + update
 
 
-@register("adapter/lora", tags=("baseline",))
+@register("adapter/lora", tags=("baseline",), search_space=LORA_SPACE)
 class LoRAAdapter(Adapter):
     """LoRA (Hu et al., ICLR 2022): low-rank updates ``W + (alpha/rank) B A`` of the attention
     projections of every block of both towers; only A and B train.

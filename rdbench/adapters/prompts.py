@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rdbench.adapters.base import Adapter
+from rdbench.adapters.base import PROMPT_SPACE, Adapter
 from rdbench.registry import register
 
 
@@ -56,7 +56,7 @@ def encode_text_with_context(model: nn.Module, tokens: torch.Tensor, context: to
     return x @ model.text_projection if model.text_projection is not None else x
 
 
-@register("adapter/coop", tags=("baseline", "prompt"), example={"n_ctx": 4})
+@register("adapter/coop", tags=("baseline", "prompt"), example={"n_ctx": 4}, search_space=PROMPT_SPACE)
 class CoOpAdapter(Adapter):
     """CoOp (Zhou et al., IJCV 2022): ``n_ctx`` learned context embeddings in the text prompt,
     shared by every caption (the unified-context variant); only they train.
@@ -117,7 +117,7 @@ class VisionPrompts(nn.Module):
         return replace
 
 
-@register("adapter/vpt", tags=("baseline", "prompt"), example={"n_tokens": 4})
+@register("adapter/vpt", tags=("baseline", "prompt"), example={"n_tokens": 4}, search_space=PROMPT_SPACE)
 class VPTAdapter(Adapter):
     """VPT (Jia et al., ECCV 2022): ``n_tokens`` learned tokens in the vision tower's sequence,
     after the class token. ``deep`` (the default, as PE-RSITR's "VPT (deep)") gives every block
@@ -146,7 +146,8 @@ class VPTAdapter(Adapter):
         self._hooks = self.vision.attach(visual)
 
 
-@register("adapter/vl-prompt", tags=("baseline", "prompt"), example={"n_ctx": 4, "n_tokens": 4})
+@register("adapter/vl-prompt", tags=("baseline", "prompt"), example={"n_ctx": 4, "n_tokens": 4},
+          search_space=PROMPT_SPACE)
 class VLPromptAdapter(Adapter):
     """VL-Prompt (prompts in both towers, as PE-RSITR benchmarks it; after Khattak et al.'s
     independent vision-language prompting): CoOp-style context in the text prompt and VPT tokens

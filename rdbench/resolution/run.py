@@ -19,6 +19,7 @@ from typing import Any
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from rdbench.errors import ConfigError, PluginImportError, RdbenchError
+from rdbench.resolution.select import SelectSpec, family_space_of, parse_select, probe_values, with_values
 from rdbench.resolution.spec import Resolved, check_plain, resolve
 from rdbench.suite import COMPONENT_SLOTS, RunPlan, expand, load_suite, merge
 
@@ -90,6 +91,8 @@ class ResolvedRun:
     data: DataOptions
     selection: Selection
     notes: list[str] = field(default_factory=list)
+    #: Hyper-parameter selection before the run's seeds train (the ``select`` slot), or None.
+    select: SelectSpec | None = None
 
     @property
     def seed(self) -> int:
@@ -106,6 +109,7 @@ class ResolvedRun:
             "trainer": self.trainer,
             "data": asdict(self.data),
             "selection": asdict(self.selection),
+            **({"select": self.select.as_config()} if self.select is not None else {}),
         }
 
 
@@ -136,7 +140,17 @@ def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
         selection = _dataclass(Selection, config.get("selection") or {}, "selection")
     except RdbenchError as exc:
         raise ConfigError(f"{where}: run {plan.run!r}, {exc}") from None
-    return ResolvedRun(plan, components, trainer, data, selection)
+    adapter = components.get("adapter")
+    select = parse_select(config.get("select"), f"{where}: run {plan.run!r}",
+                          family_space_of(adapter.cls if adapter else None), adapter.key if adapter else "the adapter")
+    if select is not None:  # every searched path must apply to this run (checked before training)
+        probe = with_values(plan, probe_values(select))
+        probe.config.pop("select", None)
+        try:
+            resolve_plan(probe, where)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (with the values of select: {probe_values(select)})") from None
+    return ResolvedRun(plan, components, trainer, data, selection, select=select)
 
 
 def as_composite(loss: Resolved) -> Resolved:
@@ -157,10 +171,11 @@ class Unresolvable:
     error: PluginImportError
 
 
-def resolve_suite(path: str | Path, *, only=None, seeds=None, overrides=None) -> list[ResolvedRun | Unresolvable]:
-    """Load, expand and resolve every run of a suite. A plugin that fails to import fails its
-    own runs (returned as :class:`Unresolvable`); every other problem is raised at once."""
-    suite = load_suite(path)
+def resolve_suite(path: str | Path, *, only=None, seeds=None, overrides=None, quick: bool = False) -> list[ResolvedRun | Unresolvable]:
+    """Load, expand and resolve every run of a suite (its ``quick`` variant if asked). A plugin
+    that fails to import fails its own runs (returned as :class:`Unresolvable`); every other
+    problem is raised at once."""
+    suite = load_suite(path, quick=quick)
     runs: list[ResolvedRun | Unresolvable] = []
     for plan in expand(suite, only=only, seeds=seeds, overrides=overrides):
         try:
@@ -170,9 +185,9 @@ def resolve_suite(path: str | Path, *, only=None, seeds=None, overrides=None) ->
     return runs
 
 
-def plan_suite(path: str | Path, *, only=None, seeds=None, overrides=None) -> list[ResolvedRun]:
+def plan_suite(path: str | Path, *, only=None, seeds=None, overrides=None, quick: bool = False) -> list[ResolvedRun]:
     """Every run of a suite resolved, or the first problem raised (``rdbench validate``)."""
-    runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides)
+    runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides, quick=quick)
     for run in runs:
         if isinstance(run, Unresolvable):
             raise run.error
@@ -192,7 +207,7 @@ def resolve_config(config: dict[str, Any], where: str | Path) -> ResolvedRun:
     unknown = [slot for slot in components if slot not in COMPONENT_SLOTS]
     if unknown:
         raise ConfigError(f"{where}: unknown component slot(s) {', '.join(unknown)}")
-    run_config = {**components, **{k: config[k] for k in ("trainer", "data", "selection") if k in config}}
+    run_config = {**components, **{k: config[k] for k in ("trainer", "data", "selection", "select") if k in config}}
     trainer = dict(run_config.get("trainer") or {})
     for key in TRAINER_FIXED:  # rdbench sets these itself; a written config repeats them
         trainer.pop(key, None)

@@ -55,13 +55,18 @@ def _new_record(plan: Any) -> Record:
 
 def unresolved_record(run: Unresolvable) -> Record:
     """The record of a run that could not even be resolved (a plugin that fails to import)."""
+    return failed_record(run, str(run.error))
+
+
+def failed_record(run: ResolvedRun | Unresolvable, error: str) -> Record:
+    """The record of a run that failed before it could start (its selection failed, say)."""
     record = _new_record(run.plan)
-    record.status, record.error, record.finished_at = "failed", str(run.error), now()
+    record.status, record.error, record.finished_at = "failed", error, now()
     return record
 
 
 def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks: list | tuple = (),
-            purpose: str = "run") -> Record:
+            purpose: str = "run", search: dict[str, Any] | None = None) -> Record:
     """Train and evaluate one run at one seed; always returns (and writes) a record.
 
     A ``purpose="trial"`` run (a tuning trial) is selected and evaluated on validation only:
@@ -69,6 +74,9 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
 
     A ``checkpoints/last.ckpt`` left by an interrupted attempt with the same resolved config is
     resumed unless ``fresh``; with another config it is discarded (it trained something else).
+
+    ``search``: what the run's hyper-parameter selection did (:mod:`rdbench.training.selection`),
+    added to the record's ``selection`` object beside the checkpoint selection.
     """
     folder.mkdir(parents=True, exist_ok=True)
     config = run.config()
@@ -100,6 +108,8 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
             record.failed_at_step = int(step)
         if not isinstance(exc, RdbenchError) and record.status == "failed" and writer:
             (folder / "error.log").write_text(traceback.format_exc())
+    if search:
+        record.selection = {**(record.selection or {}), **search}
     record.finished_at = now()
     if writer:
         record.write(folder)

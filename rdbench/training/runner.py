@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import time
 
-import yaml
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from rdbench.errors import DataError
 from rdbench.resolution.inputs import missing_inputs
-from rdbench.resolution.run import ResolvedRun, Unresolvable, resolve_suite
+from rdbench.resolution.run import ResolvedRun, Unresolvable, resolve_plan, resolve_suite
+from rdbench.resolution.select import budget_note, with_values
 from rdbench.results.lock import RunLock
 from rdbench.results.references import geometry_note
-from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
-from rdbench.suite import RunPlan
-from rdbench.training.execute import execute, is_rank_zero, unresolved_record
+from rdbench.training.execute import execute, failed_record, is_rank_zero, unresolved_record
+from rdbench.training.run_state import NoLock, config_changes, is_done, run_dir
+from rdbench.training.selection import Outcome, SelectionFailed, select
 
 
 @dataclass
@@ -39,11 +39,6 @@ class SuiteOutcome:
     changed: int = 0  # a successful record of another config: neither rerun nor skipped silently
 
 
-def run_dir(results: Path, plan: RunPlan) -> Path:
-    # Absolute: Lightning reports checkpoint paths absolute, and records store them relative.
-    return Path(results).resolve() / plan.suite / plan.run / f"seed{plan.seed}"
-
-
 def run_suite(
     path: str | Path,
     *,
@@ -53,14 +48,19 @@ def run_suite(
     overrides=None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    quick: bool = False,
 ) -> SuiteOutcome:
     leader = is_rank_zero()
     if not leader:  # a DDP rank > 0: follow rank zero's loop silently, holding no locks
         echo = lambda _line: None  # noqa: E731
-    runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides)
+    runs = resolve_suite(path, only=only, seeds=seeds, overrides=overrides, quick=quick)
     check_inputs(runs, echo)
+    note = budget_note({r.plan.run: r.select for r in runs if isinstance(r, ResolvedRun)})
+    if note:
+        echo(note)
     outcome = SuiteOutcome()
     started, eta, noted = time.perf_counter(), RunTimes(), set()
+    chosen: dict[str, Outcome | SelectionFailed] = {}  # run name -> its selection, once per run
     for i, run in enumerate(runs, 1):
         if isinstance(run, Unresolvable):  # a broken plugin fails its own runs, not the suite
             if leader:
@@ -68,9 +68,26 @@ def run_suite(
             echo(f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}: FAILED: {run.error}")
             outcome.failed += 1
             continue
-        folder = run_dir(Path(results), run.plan)
         label = f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}"
-        if _done(folder) and not overwrite:
+        search = None
+        if run.select is not None:
+            if run.plan.run not in chosen:
+                echo(f"{run.plan.suite}/{run.plan.run}: selecting {', '.join(run.select.space or run.select.grid)} "
+                     f"on {run.select.metric} ({run.select.budget} candidates x {len(run.select.seeds)} seed(s))")
+                try:
+                    chosen[run.plan.run] = select(run, Path(results), echo)
+                except SelectionFailed as exc:
+                    chosen[run.plan.run] = exc
+            picked = chosen[run.plan.run]
+            if isinstance(picked, SelectionFailed):
+                if leader:
+                    failed_record(run, str(picked)).write(run_dir(Path(results), run.plan))
+                echo(f"{label}: FAILED: {picked}")
+                outcome.failed += 1
+                continue
+            run, search = resolve_plan(with_values(run.plan, picked.chosen), path), picked.search
+        folder = run_dir(Path(results), run.plan)
+        if is_done(folder) and not overwrite:
             changed = config_changes(folder, run)
             if changed:
                 shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
@@ -80,14 +97,14 @@ def run_suite(
                 echo(f"{label}: done already (skipped; --overwrite reruns it)")
                 outcome.skipped += 1
             continue
-        lock = RunLock(folder) if leader else _NoLock()
+        lock = RunLock(folder) if leader else NoLock()
         if not lock.acquire():
             holder = lock.holder() or {}
             echo(f"{label}: running in another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}); skipped")
             outcome.busy += 1
             continue
         try:
-            if _done(folder) and not overwrite:  # finished by another process since we looked
+            if is_done(folder) and not overwrite:  # finished by another process since we looked
                 echo(f"{label}: done already (skipped)")
                 outcome.skipped += 1
                 continue
@@ -96,7 +113,7 @@ def run_suite(
             estimate = eta.estimate([r.plan.run for r in runs[i - 1:]])
             echo(f"{label}: elapsed {_clock(time.perf_counter() - started)}{estimate}")
             t0 = time.perf_counter()
-            record = execute(run, folder, fresh=overwrite)
+            record = execute(run, folder, fresh=overwrite, search=search)
             eta.add(run.plan.run, time.perf_counter() - t0)
         finally:
             lock.release()
@@ -157,45 +174,6 @@ class RunTimes:
         total = sum(sum(self.by_run[r]) / len(self.by_run[r]) if r in self.by_run else mean for r in remaining)
         basis = "from the same runs' other seeds" if len(seen) == len(remaining) else "rough: some runs not timed yet"
         return f", ETA {_clock(total)} ({basis})"
-
-
-def config_changes(folder: Path, run: ResolvedRun) -> list[str]:
-    """Dotted keys where ``run``'s resolved config differs from the one in ``folder`` (empty if
-    they agree or the folder holds none to compare)."""
-    try:
-        old = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    new = yaml.safe_load(yaml.safe_dump(run.config(), sort_keys=False))
-    return _diff(old, new) if isinstance(old, dict) else ["config.yaml"]
-
-
-def _diff(old, new, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(dict.fromkeys([*old, *new])):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            out += _diff(old.get(key), new.get(key), name) if key in old and key in new else [name]
-        return out
-    return [] if old == new else [prefix]
-
-
-class _NoLock:
-    """What DDP ranks above zero hold: rank zero's lock covers the whole process group."""
-
-    took_over_stale = False
-    previous = None
-
-    def acquire(self) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
-
-
-def _done(folder: Path) -> bool:
-    old = Record.read(folder / RECORD_FILE)
-    return old is not None and old.status == "success"
 
 
 def _clock(seconds: float) -> str:
