@@ -1,4 +1,4 @@
-"""The ``rdbench`` command: run, validate, reproduce, list, compare, tune, bench, data (verify, overlap).
+"""The ``rdbench`` command: run, validate, reproduce, list, compare, report, tune, bench, data (verify, overlap).
 
 User errors (:class:`rdbench.errors.RdbenchError`) print one line, ``rdbench: <problem>``, and
 exit with status 2 (1 when runs failed); ``--debug`` shows the traceback instead.
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (replaces the suite's)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a slot, e.g. trainer.max_epochs=1 or runs.full.optimizer.lr=1e-5")
+        p.add_argument("--quick", action="store_true",
+                       help="the suite's documented short variant (its `quick:` section), recorded as <suite>-quick")
 
     p = sub.add_parser("run", help="run a suite (skips runs already done)")
     suite_args(p)
@@ -98,8 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test recalls under rdbench's strict tie rule (default) or a public evaluation code's: "
                    "vsepp, pir, clip_benchmark (docs/metric.md)")
     p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K) into DIR")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
+    p.add_argument("--bootstrap", type=int, metavar="B",
+                   help="bootstrap resamples (default: scaled to the table's number of tests, "
+                   "max(1000, 20 m / 0.05), at most 100000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED", help="bootstrap random seed (default: 0)")
+
+    p = sub.add_parser("report", help="generate a results page (docs/results.md) from run records (docs/compare.md)")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results folder(s), read into one page")
+    p.add_argument("--suite", dest="suites", action="append", type=_csv, metavar="S",
+                   help="only this suite (repeatable, or comma-separated; default: every suite found)")
+    p.add_argument("--baseline", dest="baselines", action="append", metavar="SUITE=RUN",
+                   help="compare SUITE with RUN (repeatable); a bare RUN applies to every suite that has it "
+                   "(default: each suite's run named 'baseline', if any)")
+    p.add_argument("--out", default="docs/results.md", metavar="FILE",
+                   help="where to write the page (default: docs/results.md; '-' prints it)")
+    p.add_argument("--figures", metavar="DIR", help="draw PNG figures into DIR and link them (needs matplotlib)")
 
     p = sub.add_parser("bench", help="measure rdbench's fast paths as side-by-side ratios (docs/performance.md)")
     p.add_argument("--quick", action="store_true", help="batch 8 and fewer repetitions: a fast look (a few minutes)")
@@ -124,7 +139,7 @@ def cmd_run(args) -> int:
         raise RdbenchError(f"--jobs must be at least 1, got {args.jobs}")
     workers = start_workers(args) if args.jobs > 1 else []
     outcome = run_suite(args.suite, results=results, only=args.only, seeds=args.seeds,
-                        overrides=parse_set(args.overrides), overwrite=args.overwrite)
+                        overrides=parse_set(args.overrides), overwrite=args.overwrite, quick=args.quick)
     failed_workers = sum(w.wait() != 0 for w in workers)
     changed = f", {outcome.changed} changed since their records (not rerun)" if outcome.changed else ""
     print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed{changed}; records in {results}/"
@@ -204,7 +219,7 @@ def cmd_validate(args) -> int:
     from rdbench.resolution.run import plan_suite
     from rdbench.suite import load_suite, parse_set
 
-    runs = plan_suite(args.suite, only=args.only, seeds=args.seeds, overrides=parse_set(args.overrides))
+    runs = plan_suite(args.suite, only=args.only, seeds=args.seeds, overrides=parse_set(args.overrides), quick=args.quick)
     for line in dict.fromkeys(line for run in runs for line in missing_inputs(run)):
         print(f"warning: {line} (the run would fail)", file=sys.stderr)
     suite = load_suite(args.suite)
@@ -273,7 +288,7 @@ def cmd_list(args) -> int:
 def cmd_compare(args) -> int:
     from rdbench.results.compare import compare
 
-    if args.bootstrap < 1:
+    if args.bootstrap is not None and args.bootstrap < 1:
         raise RdbenchError(f"--bootstrap: needs a positive number of resamples, got {args.bootstrap}")
     result = compare(args.results, suite=args.suite, fmt=args.format, baseline=args.baseline,
                      columns=args.columns, references=args.references, plot_dir=args.plot,
@@ -288,6 +303,24 @@ def cmd_compare(args) -> int:
     for path in result.files[1 if args.output else 0:]:
         print(f"wrote {path}", file=sys.stderr)
     print(result.text, end="")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from rdbench.results.report import report, write_report
+
+    suites = [name for group in args.suites or [] for name in group] or None
+    to_stdout = args.out == "-"
+    result = report(args.results, suites=suites, baselines=args.baselines,
+                    out=None if to_stdout else args.out, figures=args.figures)
+    if not to_stdout:
+        write_report(result, args.out)
+    for warning in result.warnings:
+        print(f"warning: {warning}" if not warning.startswith("note:") else warning, file=sys.stderr)
+    for path in result.files:
+        print(f"wrote {path}", file=sys.stderr if to_stdout else sys.stdout)
+    if to_stdout:
+        print(result.text, end="")
     return 0
 
 
@@ -326,7 +359,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "reproduce": cmd_reproduce, "list": cmd_list,
-            "compare": cmd_compare, "data": cmd_data, "bench": cmd_bench}
+            "compare": cmd_compare, "report": cmd_report, "data": cmd_data, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

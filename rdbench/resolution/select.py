@@ -135,8 +135,8 @@ def parse_select(raw: Any, where: str, family_space: dict[str, Any] | None, fami
     ``family_space`` is the run's adapter family's declared space (None: it declares none;
     ``{}``: nothing of it trains, so nothing is searched). ``family`` names it in messages.
     """
-    if raw is None or raw is False or raw == {}:
-        return None
+    if raw is None or raw is False or raw == {} or family_space == {}:
+        return None  # nothing asked, or nothing of this method trains: nothing to select
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: `select` must be a mapping such as {{metric: val/mR, grid: 4}}")
     # `method` and `space_from` appear in a written config.yaml; they follow from the rest
@@ -167,8 +167,6 @@ def parse_select(raw: Any, where: str, family_space: dict[str, Any] | None, fami
     elif not explicit_grid:
         if family_space is None:
             raise ConfigError(f"{where}: select: {family} declares no search space; give `space` (or a `grid` of values)")
-        if not family_space:
-            return None  # nothing of this method trains: nothing to select
         spec.space, spec.space_from = copy.deepcopy(family_space), family
     if explicit_grid:
         if not grid:

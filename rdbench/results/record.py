@@ -21,6 +21,15 @@ before ``cost.backbone_params`` existed, are still read:
   where it lacks them, and keeps ``schema_version == 1`` so readers can tell (``rdbench
   compare`` then falls back to the smallest ``total_params`` of the backbone).
 
+``selection`` may also say how the run's hyper-parameters were chosen, when a search ran (a
+suite's ``select:`` slot). These keys are optional, so no version bump: a record without them is
+as valid as before, but they come all together or not at all (a partial summary would be a
+writer's bug, and ``rdbench compare`` could not say what was chosen on what). ``metric`` (a
+validation metric name), ``method`` (``grid`` or ``trials``), ``seeds`` (the seeds the
+candidates were trained at), ``candidates`` (``{values: {dotted.path: value}, score: number or
+null, status: str}`` each), ``chosen`` (``{dotted.path: value}``) and ``cost_s`` (wall seconds
+of the whole search). Other keys (``space_from``, say) are kept as written.
+
 Other sections are kept as written (``rdbench compare`` skips a cost or training value that is
 not a number rather than rejecting the record).
 """
@@ -50,6 +59,9 @@ PACKAGES = ("rdbench", "torch", "torchvision", "open_clip_torch", "lightning", "
 _SECTIONS = ("components", "metrics", "eval", "train", "cost", "provenance")
 _STEPS = ("resumed_from_step", "failed_at_step")
 PURPOSES = ("run", "trial")
+#: Keys of ``selection`` that describe a hyper-parameter search; all or none of them.
+SEARCH_KEYS = ("metric", "method", "seeds", "candidates", "chosen", "cost_s")
+SEARCH_METHODS = ("grid", "trials")
 
 
 def _is_int(value) -> bool:
@@ -68,6 +80,49 @@ def _is_text(value) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _is_values(value) -> bool:
+    """``{dotted.path: value}``: an object with non-empty string keys (values any JSON)."""
+    return isinstance(value, dict) and all(_is_name(k) for k in value)
+
+
+def _check_search(selection: dict) -> dict:
+    """Check the search keys of ``selection`` (when any is there); returns a normalised copy
+    (scores and cost as floats). Raises ValueError naming the first bad key."""
+    present = [k for k in SEARCH_KEYS if k in selection]
+    if not present:
+        return copy.deepcopy(selection)
+    missing = [k for k in SEARCH_KEYS if k not in selection]
+    if missing:
+        raise ValueError(f"'selection' has search key(s) {', '.join(present)} but lacks "
+                         f"{', '.join(missing)} (a search is recorded with all of {', '.join(SEARCH_KEYS)})")
+    out = copy.deepcopy(selection)
+
+    def bad(key: str, what: str):
+        return ValueError(f"field 'selection.{key}' has an invalid value {selection[key]!r} ({what})")
+
+    if not _is_name(out["metric"]):
+        raise bad("metric", "a metric name")
+    if out["method"] not in SEARCH_METHODS:
+        raise bad("method", f"one of {', '.join(SEARCH_METHODS)}")
+    if not isinstance(out["seeds"], list) or not all(_is_int(s) for s in out["seeds"]):
+        raise bad("seeds", "a list of integers")
+    if not _is_values(out["chosen"]):
+        raise bad("chosen", "an object of dotted paths")
+    if not _is_num(out["cost_s"]) or out["cost_s"] < 0:
+        raise bad("cost_s", "seconds, a number >= 0")
+    out["cost_s"] = float(out["cost_s"])
+    if not isinstance(out["candidates"], list):
+        raise bad("candidates", "a list")
+    for i, c in enumerate(out["candidates"]):
+        ok = (isinstance(c, dict) and _is_values(c.get("values")) and _is_name(c.get("status"))
+              and (c.get("score") is None or _is_num(c.get("score"))))
+        if not ok:
+            raise ValueError(f"field 'selection.candidates[{i}]' has an invalid value {c!r} "
+                             "(an object: values, score (a number or null), status)")
+        c["score"] = None if c.get("score") is None else float(c["score"])
+    return out
+
+
 @dataclass(kw_only=True)
 class Record:
     """One run at one seed: what ran, what it measured, what it cost and where it came from.
@@ -79,7 +134,8 @@ class Record:
     ``total_params``, ``backbone_params``, ``train_time_s``, ``peak_mem_bytes``,
     ``peak_mem_kind`` and optionally ``feature_cache``. ``provenance``: ``packages``,
     ``code_version``, ``backbone`` (``key``, checksum, ...) and ``dataset`` (``key``,
-    ``fingerprint``, ...). ``selection``: ``{monitor, best_score, checkpoint}``.
+    ``fingerprint``, ...). ``selection``: ``{monitor, best_score, checkpoint}``, and when a
+    hyper-parameter search ran, :data:`SEARCH_KEYS` too (``chosen``: ``{dotted.path: value}``).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -151,6 +207,8 @@ class Record:
         selection = data.get("selection")
         if selection is not None and not isinstance(selection, dict):
             raise ValueError("'selection' is not an object")
+        if selection is not None:
+            selection = _check_search(selection)
         for name in _STEPS:
             value = data.get(name)
             if value is not None and not _is_int(value):
@@ -172,7 +230,7 @@ class Record:
             **{name: data[name] for name in checks},
             **{name: data.get(name) for name in ("error", "started_at", "finished_at")},
             **sections,
-            selection=copy.deepcopy(selection),
+            selection=selection,
             **{name: data.get(name) for name in _STEPS},
             purpose=purpose,
         )

@@ -19,7 +19,7 @@ _TEX = {
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     # Math-mode forms: the text commands need fonts that a minimal pdflatex install lacks.
     "<": r"$<$", ">": r"$>$", "|": r"$|$",
-    "±": r"$\pm$", "Δ": r"$\Delta$", "≥": r"$\geq$", "—": "---", "–": "--",
+    "±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$", "≥": r"$\geq$", "—": "---", "–": "--",
     "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\textsuperscript{\S}",
     "¶": r"\textsuperscript{\P}", "‖": r"\textsuperscript{$\|$}", "⋄": r"\textsuperscript{$\diamond$}",
 }
@@ -87,7 +87,11 @@ def render_latex(table) -> str:
             line.append(_cell(c, mean, std, ranks.get((i, c.key)) if measured else None))
             if deltas:
                 line.append(delta_text(c, row.deltas.get(c.key), "$^*$"))
+        if table.show_chosen:
+            line.append(tex(row.chosen))
         body.append(line)
+    if table.show_chosen:
+        headers.append("Chosen")
     n = len(headers)
     lines = [
         f"% rdbench compare, suite {table.suite}; needs \\usepackage{{booktabs}}",
@@ -102,7 +106,7 @@ def render_latex(table) -> str:
         r"\label{tab:rdbench-" + re.sub(r"[^A-Za-z0-9-]+", "-", table.suite) + "}",
         r"\small",
         r"\setlength{\tabcolsep}{4pt}",
-        r"\begin{tabular}{l" + "r" * (n - 1) + "}",
+        r"\begin{tabular}{l" + "r" * (n - 1 - table.show_chosen) + "l" * table.show_chosen + "}",
         r"\toprule",
         " & ".join(headers) + r" \\",
         r"\midrule",

@@ -1,8 +1,8 @@
 """Text and data renderings of :class:`rdbench.results.tables.SuiteTable`: terminal, Markdown, CSV, Parquet.
 
 The terminal and Markdown tables are for reading (seed and failure counts as columns,
-footnotes below); CSV and Parquet are for scripts, so they keep mean, std, delta, test and
-interval as separate numeric columns instead of formatted text. LaTeX lives in
+footnotes below); CSV and Parquet are for scripts, so they keep mean, std, delta, test, raw
+and Holm-adjusted p and interval as separate numeric columns instead of formatted text. LaTeX lives in
 :mod:`rdbench.results.render_latex` because it ranks cells, which the other formats do not;
 :func:`rdbench.results.compare.render` picks the renderer of a ``--format``. Renderers share
 cell formatting through :mod:`rdbench.results.cells` and never import each other.
@@ -10,6 +10,7 @@ cell formatting through :mod:`rdbench.results.cells` and never import each other
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -18,13 +19,14 @@ from tabulate import tabulate
 from rdbench.atomic import atomic_path
 from rdbench.errors import RdbenchError
 from rdbench.results.cells import delta_text, mean_std
+from rdbench.results.selection import canonical, row_choices, row_search
 
 #: The ``--format`` values this module renders (LaTeX is :mod:`rdbench.results.render_latex`).
 TEXT_FORMATS = ("table", "markdown")
 DATA_FORMATS = ("csv", "parquet")
 _TABLEFMT = {"table": "simple", "markdown": "github"}
 _DELTA_FIELDS = (("delta", "delta"), ("significant", "significant"), ("test", "test"), ("p", "p"),
-                 ("ci_low", "low"), ("ci_high", "high"))
+                 ("p_holm", "p_holm"), ("ci_low", "low"), ("ci_high", "high"), ("se", "se"))
 
 
 def grid(table, star: str = "*") -> tuple[list[str], list[list[str]]]:
@@ -46,8 +48,25 @@ def grid(table, star: str = "*") -> tuple[list[str], list[list[str]]]:
             line.append(mean_std(c, *row.values[c.key]))
             if table.baseline is not None:
                 line.append(delta_text(c, row.deltas.get(c.key), star))
+        if table.show_chosen:
+            line.append(row.chosen)
         cells.append(line)
+    if table.show_chosen:
+        headers.append("chosen")
     return headers, cells
+
+
+def table_text(table, fmt: str = "table") -> tuple[str, list[str]]:
+    """One suite's table (no heading) and its notes, as ``table`` or ``markdown`` text."""
+    star = "\\*" if fmt == "markdown" else "*"
+    headers, cells = grid(table, star)
+    if fmt == "markdown":
+        # A "|" inside a cell would end it early in GitHub's table syntax.
+        cells = [[c.replace("|", "\\|") for c in line] for line in cells]
+    # The chosen column is text: left-aligned, like the method.
+    align = ["left"] + ["right"] * (len(headers) - 1 - table.show_chosen) + ["left"] * table.show_chosen
+    text = tabulate(cells, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True, colalign=align)
+    return text, [n.replace("*", star) for n in table.footnotes]
 
 
 def render_text(tables, fmt: str = "table") -> str:
@@ -56,14 +75,7 @@ def render_text(tables, fmt: str = "table") -> str:
         raise ValueError(f"render_text: format '{fmt}' is not one of {', '.join(TEXT_FORMATS)}")
     blocks = []
     for table in tables:
-        star = "\\*" if fmt == "markdown" else "*"
-        headers, cells = grid(table, star)
-        if fmt == "markdown":
-            # A "|" inside a cell would end it early in GitHub's table syntax.
-            cells = [[c.replace("|", "\\|") for c in line] for line in cells]
-        text = tabulate(cells, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True,
-                        colalign=["left"] + ["right"] * (len(headers) - 1))
-        notes = [n.replace("*", star) for n in table.footnotes]
+        text, notes = table_text(table, fmt)
         if fmt == "markdown":
             blocks.append(f"### {table.suite}\n\n{text}\n\n" + "\n".join(f"- {n}" for n in notes))
         else:
@@ -81,6 +93,7 @@ def _frame_rows(table) -> list[dict]:
                "trainable_params": row.trainable_params, "backbone_params": d["backbone_params"],
                "test_images": d["test_images"], "test_captions": d["test_captions"],
                "other_split": bool(row.mark)}
+        rec |= _search_fields(d)
         rec |= {k: v for k, v in d.items() if k.endswith(("_mean", "_std"))}
         # Every row gets the delta fields (null where untested) so the schema never depends on data.
         for c in table.value_columns if table.baseline is not None else []:
@@ -101,6 +114,18 @@ def _frame_rows(table) -> list[dict]:
         rec |= {f"{k}_mean": v[0] for k, v in row.values.items()}
         out.append(rec)
     return out
+
+
+def _search_fields(data: dict) -> dict:
+    """What a row's hyper-parameter search chose (JSON, null without a search or when its seeds
+    disagree) and on what budget; present on every rdbench row so the schema never varies."""
+    choices = list(row_choices(data).values())
+    agree = len({canonical(c) for c in choices}) == 1
+    search = row_search(data)
+    return {"chosen": json.dumps(choices[0]) if agree else None,
+            "search_metric": search["metric"] if search else None,
+            "search_candidates": len(search["candidates"]) if search else None,
+            "search_cost_s": search["cost_s"] if search else None}
 
 
 def frame(tables) -> pl.DataFrame:

@@ -1,144 +1,27 @@
-"""The table model behind every output format: columns, rows, deltas and footnotes of a suite.
+"""Building the suite tables that every output format renders: rows, references and footnotes.
 
-Each format (terminal, Markdown, LaTeX, CSV, Parquet, plots) renders the same
-:class:`SuiteTable`, so a number can never differ between the table an author reads in the
-terminal and the one pasted into a paper. Everything a reader needs to interpret a cell (seed
-counts, failures, which significance test, where a published row comes from) goes into the
-footnotes here, once, as plain text; renderers only translate symbols. Cell formatting shared
-with the renderers lives in :mod:`rdbench.results.cells`; this module imports no renderer.
+Each format (terminal, Markdown, LaTeX, CSV, Parquet, plots, ``rdbench report``) renders the
+same :class:`~rdbench.results.model.SuiteTable`, so a number can never differ between the table
+an author reads in the terminal and the one pasted into a paper. Everything a reader needs to
+interpret a cell (seed counts, failures, which significance test, where a published row comes
+from, how hyper-parameters were chosen) goes into the footnotes here, once, as plain text;
+renderers only translate symbols. The types are in :mod:`rdbench.results.model`, the Δs and
+their tests in :mod:`rdbench.results.deltas`, cell formatting in :mod:`rdbench.results.cells`;
+this module imports no renderer.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-
 import polars as pl
 
 from rdbench.errors import RdbenchError
-from rdbench.results import stats
-from rdbench.results.cells import human_count
-from rdbench.results.record import RANKS_FILE
+from rdbench.results import selection
+from rdbench.results.deltas import attach_baseline, test_footnotes
+from rdbench.results.model import (  # noqa: F401  (re-exported: the names callers know)
+    DEFAULT_COLUMNS, MARKS, OTHER_SPLIT_MARK, Column, Row, SuiteTable, column_for, select_columns,
+    trainable_text,
+)
 from rdbench.results.references import DATASETS, dataset_name, other_split, reference_rows, split_text
-
-DEFAULT_COLUMNS = ("trainable", *stats.TEST_RECALLS, "test/mR")
-#: Marks of published rows, one per source table in the order they appear.
-MARKS = ("†", "‡", "§", "¶", "‖")
-#: Mark of rdbench rows measured on another test split than the published one of their dataset.
-OTHER_SPLIT_MARK = "⋄"
-
-
-@dataclass(frozen=True)
-class Column:
-    """How one column is labelled, formatted and ranked (``better``: which end LaTeX bolds)."""
-
-    key: str
-    header: str
-    digits: int = 2
-    better: str | None = "high"
-    scale: float = 1.0
-    count: bool = False  # parameter counts read as 1.05M rather than 1050000.00
-
-    def text(self, value) -> str:
-        if value is None:
-            return ""
-        return human_count(value) if self.count else f"{value * self.scale:.{self.digits}f}"
-
-
-def column_for(key: str) -> Column:
-    """The :class:`Column` of a summary key such as ``test/mR`` or ``train/loss/infonce``."""
-    if key == "trainable":
-        return Column(key, "trainable", better=None)
-    split, _, name = key.partition("/")
-    if split in ("test", "val") and name:
-        pretty = name.replace("i2t", "I2T").replace("t2i", "T2I").replace("_", " ")
-        return Column(key, pretty if split == "test" else f"{split} {pretty}")
-    fixed = {"train_time_s": Column(key, "train time (s)", 1, "low"),
-             "peak_mem_bytes": Column(key, "peak mem (GiB)", 2, "low", scale=2.0 ** -30),
-             "total_params": Column(key, "total params", better=None, count=True)}
-    if key in fixed:
-        return fixed[key]
-    if split == "train":
-        # A lower final loss is "better" only for loss terms, never for weights or step counts.
-        digits = 0 if name in ("epochs", "steps") else 4
-        return Column(key, name, digits, "low" if name.startswith("loss") else None)
-    return Column(key, key)
-
-
-def select_columns(spec: list[str] | None, summary: pl.DataFrame) -> list[Column]:
-    """Resolve ``--columns`` names (``default``, ``mR``, ``val/mR``, ``train_time_s``, ...)."""
-    available = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
-    keys: list[str] = []
-    for name in spec or ["default"]:
-        if name == "default":
-            keys += DEFAULT_COLUMNS
-            continue
-        key = "trainable" if name == "trainable_params" else name
-        if key not in available and key != "trainable" and f"test/{key}" in available:
-            key = f"test/{key}"  # test metrics may be named without their split
-        if key not in available and key not in DEFAULT_COLUMNS:
-            raise RdbenchError(f"--columns: unknown column '{name}' (available: default, "
-                               f"trainable, {', '.join(sorted(available))})")
-        keys.append(key)
-    return [column_for(k) for k in dict.fromkeys(keys)]
-
-
-def trainable_text(trainable, backbone_params) -> str:
-    """``0.16M (0.11%)``: the count and its share of the backbone's parameters."""
-    if trainable is None:
-        return ""
-    # PEFT papers quote every count in millions; below 0.01M that would print 0.00M.
-    count = f"{trainable / 1e6:.2f}M" if trainable >= 5_000 else human_count(trainable)
-    if trainable == 0 or not backbone_params:
-        return count
-    pct = 100.0 * trainable / backbone_params
-    share = "<0.01" if pct < 0.01 else f"{pct:.0f}" if pct >= 99.995 else f"{pct:.2f}"
-    return f"{count} ({share}%)"
-
-
-@dataclass
-class Row:
-    label: str
-    values: dict[str, tuple[float | None, float | None]]  # key -> (mean, std)
-    trainable: str = ""
-    trainable_params: int | None = None
-    seeds: int | None = None  # None marks a published row
-    failed: int = 0
-    incomplete: int = 0
-    deltas: dict[str, stats.Delta] = field(default_factory=dict)
-    data: dict = field(default_factory=dict)  # the summary row (rdbench rows only)
-    #: Set on rdbench's own rows recomputed under a published row's evaluation code (shown in
-    #: the published block beside those rows, never tested).
-    lineage: str | None = None
-    #: Appended to the label when shown: :data:`OTHER_SPLIT_MARK` on rows measured on another
-    #: test split than the published one (explained in the footnotes).
-    mark: str = ""
-
-    @property
-    def published(self) -> bool:
-        return self.seeds is None
-
-    @property
-    def shown_label(self) -> str:
-        return self.label + self.mark
-
-
-@dataclass
-class SuiteTable:
-    suite: str
-    columns: list[Column]
-    rows: list[Row]
-    published: list[Row]
-    baseline: str | None
-    footnotes: list[str]
-    sources: dict[str, str] = field(default_factory=dict)  # mark -> citation
-    lineage_note: str | None = None  # what the "[<lineage> eval]" rows are, when present
-    unmatched: list[str] = field(default_factory=list)  # rows without a comparable baseline
-
-    @property
-    def value_columns(self) -> list[Column]:
-        return [c for c in self.columns if c.key != "trainable"]
 
 
 def _other_split(data: dict) -> tuple[int, int] | None:
@@ -155,7 +38,7 @@ def _row(data: dict, columns: list[Column]) -> Row:
     values = {c.key: (data.get(f"{c.key}_mean"), _std(data, c.key)) for c in columns}
     return Row(data["run"], values, trainable_text(data["trainable_params"], data["backbone_params"]),
                data["trainable_params"], data["seeds"], data["failed"], data["incomplete"], data=data,
-               mark=OTHER_SPLIT_MARK if _other_split(data) else "")
+               mark=OTHER_SPLIT_MARK if _other_split(data) else "", chosen=selection.cell(data))
 
 
 def _split_groups(rows: list[Row]) -> dict[tuple, list[str]]:
@@ -194,86 +77,7 @@ def _backbone_setup(d: dict) -> list[str]:
     return [f"{key} ({detail})" for detail in d.get("backbone_details") or []] or [key]
 
 
-def _ranks_paths(row: Row) -> list[str]:
-    return [str(Path(p).parent / RANKS_FILE) for p in row.data["paths"]]
-
-
-def _deltas(row: Row, base: Row, columns: list[Column], df: pl.DataFrame, n_boot: int, seed: int,
-            hits_cache: dict, warnings: list[str], tie_rule: str = "strict") -> None:
-    """Fill ``row.deltas`` against ``base`` for every shown value column."""
-    def per_seed(r: Row, key: str) -> list[float]:
-        if key not in df.columns:
-            return []
-        return df.filter(pl.col("path").is_in(r.data["paths"]))[key].drop_nulls().to_list()
-
-    def hits(r: Row):
-        if r.label not in hits_cache:
-            try:
-                hits_cache[r.label] = stats.load_hits(_ranks_paths(r))
-            except ValueError as exc:
-                warnings.append(f"{exc}; no bootstrap for {r.data['suite']}/{r.label}")
-                hits_cache[r.label] = None
-        return hits_cache[r.label]
-
-    boot, row_hits, base_hits = None, None, None
-    # per-query hits are kept under the strict rule only: no bootstrap for a lineage's recalls
-    needs_boot = tie_rule == "strict" and any(c.key in stats.BOOTSTRAP_METRICS for c in columns)
-    if needs_boot:
-        row_hits, base_hits = hits(row), hits(base)
-        if row_hits is not None and base_hits is not None:
-            try:
-                boot = stats.two_level_bootstrap(row_hits, base_hits, n_boot, seed)
-            except ValueError as exc:
-                warnings.append(f"{row.data['suite']}/{row.label}: {exc}; no bootstrap")
-    for c in columns:
-        mean, base_mean = row.values[c.key][0], base.values[c.key][0]
-        delta = None if mean is None or base_mean is None else mean - base_mean
-        row.deltas[c.key] = stats.choose_delta(c.key, delta, per_seed(row, c.key),
-                                               per_seed(base, c.key), row_hits, base_hits, boot)
-
-
-def _holm(table: SuiteTable) -> int:
-    """Replace every tested delta's significance by Holm's over the table; the number of tests."""
-    tested = [(row, key) for row in table.rows for key, d in row.deltas.items() if d.p is not None]
-    adjusted = stats.holm([row.deltas[key].p for row, key in tested])
-    for (row, key), p_holm in zip(tested, adjusted):
-        row.deltas[key] = replace(row.deltas[key], p_holm=p_holm, significant=p_holm < stats.ALPHA)
-    return len(tested)
-
-
-def _mdd(table: SuiteTable) -> float | None:
-    """Median over rows of the minimum detectable test-mR difference (two-level bootstrap SE)."""
-    ses = [row.deltas["test/mR"].se for row in table.rows
-           if "test/mR" in row.deltas and row.deltas["test/mR"].se is not None]
-    return (stats.Z_975 + stats.Z_80) * statistics.median(ses) if ses else None
-
-
-def _test_footnotes(table: SuiteTable, n_boot: int, seed: int) -> list[str]:
-    """Which test each delta used, grouped by test, so that no asterisk is unexplained."""
-    texts = {"welch": ("Welch's t-test across seeds (no per-query ranks, 3 or more seeds in both runs; "
-                       "two-sided p)"),
-             "bootstrap": (f"two-level bootstrap over seeds and test queries (seeds resampled per run, "
-                           f"queries resampled paired; B = {n_boot}, seed {seed}; two-sided p)")}
-    groups: dict[str, list[str]] = {}
-    untested: dict[str, list[str]] = {}  # reason -> "row: columns"
-    for row in table.rows:
-        for test in sorted({d.test for d in row.deltas.values() if d.test}):
-            groups.setdefault(test, []).append(row.label)
-        skipped: dict[str, list[str]] = {}
-        for key, d in row.deltas.items():
-            if d.delta is not None and d.test is None:
-                skipped.setdefault(d.why_untested, []).append(column_for(key).header)
-        for why, headers in skipped.items():
-            untested.setdefault(why, []).append(f"{row.label} ({', '.join(headers)})")
-    lines = [f"Test for {', '.join(labels)}: {texts[test]}." for test, labels in groups.items()]
-    lines += [f"Not tested, {why}: {'; '.join(items)}." for why, items in untested.items()]
-    mdd = _mdd(table)
-    if mdd is not None:
-        lines.append(f"Minimum detectable mR difference at 80 % power: {mdd:.2f} points.")
-    return lines
-
-
-def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int) -> list[str]:
+def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int | None, seed: int) -> list[str]:
     notes = []
     counts = {r.label: r.seeds for r in table.rows if r.seeds}
     # LaTeX has no seeds column, so a non-uniform count is spelled out per row.
@@ -297,10 +101,11 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
         notes.append(f"Δ: row mean minus {table.baseline} mean; * significant at 95%"
                      + (f" after Holm correction over the {n_tests} test{'s' * (n_tests != 1)} of this "
                         "table (Holm-adjusted p < 0.05)." if n_tests else "."))
-        notes += _test_footnotes(table, n_boot, seed)
+        notes += test_footnotes(table, n_boot, seed)
         if table.unmatched:
             notes.append(f"No Δ for {', '.join(table.unmatched)}: no successful baseline seed "
                          "on the same dataset and backbone.")
+    notes += [n for n in (selection.budget_note(table.rows), selection.differs_note(table.rows)) if n]
     # Rows with results say what was measured; a seed that failed early may lack provenance.
     measured = [d for d in rows_data if d["seeds"]] or rows_data
     setups = dict.fromkeys(
@@ -320,7 +125,7 @@ def _footnotes(table: SuiteTable, rows_data: list[dict], n_boot: int, seed: int)
 
 def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column], *,
                  baseline: str | None = None, references: bool | list[str] = False,
-                 n_boot: int = 1000, seed: int = 0, tie_rule: str = "strict",
+                 n_boot: int | None = None, seed: int = 0, tie_rule: str = "strict",
                  warnings: list[str] | None = None,
                  allow_other_splits: bool = False) -> tuple[list[SuiteTable], list[str]]:
     """One :class:`SuiteTable` per suite, plus notes for the user (not for the paper).
@@ -346,9 +151,10 @@ def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column],
         check_splits({suite: rows for suite, (_, rows) in suite_rows.items()})
     tables = []
     for suite, (data, rows) in suite_rows.items():
-        table = SuiteTable(suite, columns, rows, [], None, [])
+        table = SuiteTable(suite, columns, rows, [], None, [],
+                           show_chosen=any(r.chosen != selection.NO_SEARCH for r in rows))
         if baseline is not None:
-            _attach_baseline(table, baseline, df, n_boot, seed, notes, warnings, tie_rule)
+            attach_baseline(table, baseline, df, n_boot, seed, notes, warnings, tie_rule)
         if references:
             _attach_references(table, data, names, notes)
         table.footnotes = _footnotes(table, data, n_boot, seed)
@@ -358,27 +164,6 @@ def build_tables(summary: pl.DataFrame, df: pl.DataFrame, columns: list[Column],
                                       "rule only.")
         tables.append(table)
     return tables, notes
-
-
-def _attach_baseline(table: SuiteTable, baseline: str, df: pl.DataFrame, n_boot: int, seed: int,
-                     notes: list[str], warnings: list[str], tie_rule: str = "strict") -> None:
-    """Compare every row with the baseline variant that used the same data and backbone."""
-    variants = [r for r in table.rows if baseline in (r.label, r.data["base_run"])]
-    if not variants:
-        notes.append(f"note: suite '{table.suite}' has no run '{baseline}'; no deltas shown")
-        return
-    table.baseline = variants[0].label if len(variants) == 1 else baseline
-    setup = ("dataset", "dataset_fingerprint", "backbone")
-    cache: dict = {}
-    for row in table.rows:
-        match = [b for b in variants if all(b.data[k] == row.data[k] for k in setup)]
-        if match and match[0] is row or not row.seeds:
-            continue
-        if not match or not match[0].seeds:
-            table.unmatched.append(row.label)
-            continue
-        _deltas(row, match[0], table.value_columns, df, n_boot, seed, cache, warnings, tie_rule)
-    _holm(table)
 
 
 def _attach_references(table: SuiteTable, data: list[dict], names, notes: list[str]) -> None:

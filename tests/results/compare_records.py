@@ -90,3 +90,20 @@ def two_seed_suite(tmp_path):
         good = ranks_hitting(40, 200, 40, 200)
         write(tmp_path, ranked_record("s", "good", 2, seed, good), ranks=good)
         write(tmp_path, ranked_record("s", "same", 3, seed, base), ranks=base)
+
+
+def with_search(record, chosen, values=None, scores=None, metric="val/mR", method="grid",
+                seeds=(0,), cost_s=120.0):
+    """``record`` with a hyper-parameter search in its ``selection`` (as a suite's ``select:``
+    slot writes it): candidates ``values`` (default: just ``chosen``) scored ``scores`` (None:
+    the candidate failed; default 40, 41, ...), the chosen values and the search's cost."""
+    values = values or [chosen]
+    scores = scores if scores is not None else [40.0 + i for i in range(len(values))]
+    record["selection"] = {
+        "monitor": "val/mR", "best_score": 42.0, "checkpoint": "checkpoints/best.ckpt",
+        "metric": metric, "method": method, "seeds": list(seeds), "chosen": dict(chosen),
+        "candidates": [{"values": dict(v), "score": s, "status": "success" if s is not None else "failed"}
+                       for v, s in zip(values, scores)],
+        "cost_s": cost_s,
+    }
+    return record

@@ -45,14 +45,14 @@ def test_false_positive_rate_of_runs_differing_only_by_seed():
     # the logit scale). With a true rate of 5% the observed rate over 200 replications has a
     # binomial standard error of sqrt(0.05 * 0.95 / 200) = 1.54 points; the one-sided 99% bound
     # is 5% + 2.33 * 1.54 = 8.6%, so a correctly calibrated test fails this check about once in
-    # a hundred random draws (the draws are seeded, so the outcome is fixed). Observed: 2.5%
+    # a hundred random draws (the draws are seeded, so the outcome is fixed). Observed: 2.0%
     # (the query level counts per-query noise twice, which makes the test conservative; with
     # only 3 seeds the seed level is slightly underestimated, e.g. 6% at a seed sd of 0.4).
     assert rejection_rate(shift=0.0) <= 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / 200)
 
 
 def test_detects_a_real_difference_most_of_the_time():
-    # A logit shift of 0.5 is about 9 points of mR here; observed power 83%.
+    # A logit shift of 0.5 is about 9 points of mR here; observed power 84%.
     assert rejection_rate(shift=0.5) >= 0.7
 
 
