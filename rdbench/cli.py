@@ -232,6 +232,11 @@ def cmd_validate(args) -> int:
         print(f"ok  {run.plan.suite}/{run.plan.label}: {keys}")
         if args.show:
             print(yaml.safe_dump(run.config(), sort_keys=False).rstrip().replace("\n", "\n    ").join(["    ", ""]))
+    from rdbench.resolution.select import budget_note
+
+    note = budget_note({run.plan.run: run.select for run in runs})
+    if note:
+        print(note)
     print(f"{args.suite}: {len(runs)} run(s) valid")
     return 0
 

@@ -214,3 +214,31 @@ def test_dwa_weights_stay_finite_and_clamped_with_a_near_zero_loss():
     # the last ratios: a 1e-12 / 1.0 -> clamped to 1/4, b 1e-12 / 1e-12 -> 1 (not noise), c 1
     want = k * torch.softmax(torch.tensor([lo, 1.0, 1.0], dtype=torch.float64) / 2.0, dim=0)
     assert [dwa._weights[n] for n in "abc"] == pytest.approx(want.tolist())
+
+
+def test_uncertainty_weights_are_capped_for_a_vanishing_term():
+    """A consistency KL that shrinks towards 0 would drive its Kendall weight 1/L without bound
+    (measured: 859 after 319 steps); the cap holds it at max_weight, and the clamped log-variance
+    gets no further gradient."""
+    import math
+
+    import torch
+
+    from rdbench.losses.weighting import UncertaintyWeighting
+
+    w = UncertaintyWeighting(lr=0.05, max_weight=10.0)
+    w.prepare(["contrastive", "consistency"])
+    opt = torch.optim.Adam(w.parameters(), lr=0.05)
+    for _ in range(400):
+        values = {"contrastive": torch.tensor(2.8), "consistency": torch.tensor(1e-3)}
+        total, weights = w(values)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert weights["consistency"].item() == pytest.approx(10.0, rel=1e-4)
+    assert weights["contrastive"].item() == pytest.approx(1 / 2.8, rel=0.1)  # Kendall's optimum, inside the cap
+    unbounded = UncertaintyWeighting(max_weight=None)
+    unbounded.prepare(["c"])
+    with torch.no_grad():
+        unbounded.log_vars["c"].fill_(-math.log(500.0))
+    assert unbounded({"c": torch.tensor(1e-3)})[1]["c"].item() == pytest.approx(500.0, rel=1e-4)

@@ -71,8 +71,11 @@ class SyntheticRSDataset(Dataset):
             back from. Null (the default) caches them under ``$RDBENCH_CACHE/data``, in a folder
             named from a hash of the other arguments.
         train: Number of images in the train split (five captions each).
-        val: Number of images in the val split (five captions each).
-        test: Number of images in the test split (five captions each).
+        val: Number of images in the val split (five captions each). 452 by default, as
+            RSITMD's test split: model selection on 100 images moved by whole points per image.
+        test: Number of images in the test split (five captions each). 452 by default (2,260
+            captions), the size of RSITMD's test split, so that one image moves I2T R@1 by 0.22
+            points, not 1 (docs/protocol.md, "Geometry").
         image_size: Side of the square generated images, in pixels (at least 16).
         seed: Seed of the generator: the data's own seed, not the run's, so every seed of a
             suite sees the same images and captions. The same arguments give the same files.
@@ -80,7 +83,7 @@ class SyntheticRSDataset(Dataset):
 
     input_paths = ()  # root is where it writes the generated files
 
-    def __init__(self, root: str | None = None, train: PositiveInt = 400, val: PositiveInt = 100, test: PositiveInt = 100, image_size: PositiveInt = 64, seed: int = 0):
+    def __init__(self, root: str | None = None, train: PositiveInt = 400, val: PositiveInt = 452, test: PositiveInt = 452, image_size: PositiveInt = 64, seed: int = 0):
         for name, n in (("train", train), ("val", val), ("test", test)):
             if n < 1:
                 raise ValueError(f"{name} must be at least 1 image")
