@@ -61,8 +61,11 @@ def select(run: ResolvedRun, results: Path, echo: Callable[[str], None] = print)
     scored: list[dict[str, Any]] = []
     if spec.method == "grid":
         candidates = spec.candidates()
-        for k, values in enumerate(candidates):
-            scored.append(_score(run, k, values, len(candidates), results, echo))
+        # First pass: train what no other process is training (--jobs N splits a grid this
+        # way); second pass: wait for the candidates others held.
+        first = [_score(run, k, values, len(candidates), results, echo, wait=False) for k, values in enumerate(candidates)]
+        scored = [c if c is not None else _score(run, k, values, len(candidates), results, echo)
+                  for (k, values), c in zip(enumerate(candidates), first)]
     else:
         scored = _trials(run, spec, results, echo)
     done = [c for c in scored if c["score"] is not None]
@@ -102,14 +105,18 @@ def _trials(run: ResolvedRun, spec: SelectSpec, results: Path, echo) -> list[dic
     return scored
 
 
-def _score(run: ResolvedRun, k: int, values: dict[str, Any], total: int, results: Path, echo) -> dict[str, Any]:
-    """One candidate at every selection seed: its mean validation score (None if it failed)."""
+def _score(run: ResolvedRun, k: int, values: dict[str, Any], total: int, results: Path, echo,
+           wait: bool = True) -> dict[str, Any] | None:
+    """One candidate at every selection seed: its mean validation score (None if it failed).
+    Without ``wait``, a candidate another process is training gives None at once."""
     spec = run.select
     scores, cost, status = [], 0.0, "success"
     shown = ", ".join(f"{p}={_fmt(v)}" for p, v in values.items())
     for seed in spec.seeds:
         resolved = resolve_plan(candidate_plan(run, k, values, seed), run.plan.suite)
-        record = _run_candidate(resolved, run_dir(results, resolved.plan), echo)
+        record = _run_candidate(resolved, run_dir(results, resolved.plan), echo, wait)
+        if record is None:
+            return None
         cost += _wall(record)
         if record.status != "success" or spec.metric not in record.metrics:
             status = record.status if record.status != "success" else f"no {spec.metric}"
@@ -122,9 +129,9 @@ def _score(run: ResolvedRun, k: int, values: dict[str, Any], total: int, results
     return {"values": dict(values), "score": None if score is None else round(score, 4), "status": status, "_cost_s": cost}
 
 
-def _run_candidate(run: ResolvedRun, folder: Path, echo) -> Record:
+def _run_candidate(run: ResolvedRun, folder: Path, echo, wait: bool = True) -> Record | None:
     """A candidate's record: read back when done with this config, else trained (under a lock;
-    when another process holds it, wait for its record)."""
+    when another process holds it, wait for its record, or return None without ``wait``)."""
     while True:
         reusable = _reusable(folder, run)
         if reusable is not None:
@@ -136,6 +143,8 @@ def _run_candidate(run: ResolvedRun, folder: Path, echo) -> Record:
                 return reusable if reusable is not None else execute(run, folder, purpose="trial")
             finally:
                 lock.release()
+        if not wait:
+            return None
         time.sleep(WAIT_POLL_S)
 
 
