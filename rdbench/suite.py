@@ -6,6 +6,11 @@ defaults, then the run, then ``--set`` on the command line. A component slot is 
 (``adapter/bottleneck`` or just ``bottleneck``), ``{name: key, <arg>: value}``, or the
 jsonargparse form ``{class_path: ..., init_args: {...}}``. Merging a mapping without a name onto a
 component keeps the component and changes its arguments; naming another component replaces it.
+
+Two optional sections: ``select`` (a slot, in ``defaults`` or a run: hyper-parameters chosen on
+validation before the run's seeds train, :mod:`rdbench.resolution.select`) and ``quick`` (a
+top-level mapping of slots, and ``only`` runs, that ``rdbench run --quick`` applies: the suite's
+documented short variant, recorded under ``<suite>-quick``).
 """
 
 from __future__ import annotations
