@@ -212,11 +212,24 @@ def budget_note(specs: dict[str, SelectSpec | None]) -> str | None:
 
 
 def with_values(plan: RunPlan, values: dict[str, Any], run: str | None = None) -> RunPlan:
-    """``plan`` with searched values set as ``--set`` would set them (``run`` renames it)."""
+    """``plan`` with searched values set as ``--set`` would set them (``run`` renames it). A
+    component written in the ``class_path``/``init_args`` form (a suite's jsonargparse form, or
+    a recorded ``config.yaml``) takes the value among its ``init_args``."""
     config = plan.config
     for path, value in values.items():
-        config = merge(config, _nest(path.split("."), value))
+        config = merge(config, _nest(_into_init_args(config, path.split(".")), value))
     return RunPlan(plan.suite, run or plan.run, plan.run_index, plan.seed, config)
+
+
+def _into_init_args(config: Any, parts: list[str]) -> list[str]:
+    out, node = [], config
+    for part in parts:
+        if isinstance(node, dict) and "init_args" in node and part not in node:
+            out.append("init_args")
+            node = node["init_args"]
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return out
 
 
 def probe_values(spec: SelectSpec) -> dict[str, Any]:
