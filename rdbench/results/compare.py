@@ -116,6 +116,7 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("seed").filter(ok).alias("chosen_seeds"),
         pl.col("chosen").filter(ok).alias("chosen_values"),
         pl.col("search").filter(ok).drop_nulls().first().alias("search"),
+        pl.col("lr").filter(ok).drop_nulls().unique(maintain_order=True).alias("lrs"),
     ]
     for m in values:
         vals = pl.col(m).filter(ok).drop_nulls()
@@ -139,7 +140,7 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
     out = out.rename({"run": "base_run"}).with_columns(pl.Series("run", labels, dtype=pl.String))
     front = ["suite", "run", "base_run", "run_index", *_VARIANT_COLS, "seeds", "failed",
              "incomplete", "trainable_params", "backbone_params", "test_images", "test_captions",
-             "backbone_details", "paths", "chosen_seeds", "chosen_values", "search"]
+             "backbone_details", "paths", "chosen_seeds", "chosen_values", "search", "lrs"]
     rest = [c for c in out.columns if c not in front]
     return out.select(*front, *rest).sort("suite", "run_index", "run")
 

@@ -31,6 +31,8 @@ _BASE_SCHEMA = {
     "purpose": pl.String, "test_images": pl.Int64, "test_captions": pl.Int64, "backbone_detail": pl.String,
     # JSON text of the hyper-parameter search (rdbench.results.selection), and what code wrote it.
     "chosen": pl.String, "search": pl.String, "code_version": pl.String,
+    # The optimiser's peak learning rate as it ran: what a table without a search states.
+    "lr": pl.Float64,
 }
 # Seeds differing in any of these are different experiments, so they are never pooled.
 _VARIANT_COLS = ("dataset", "dataset_fingerprint", "backbone")
@@ -101,6 +103,8 @@ def _flatten(record: Record) -> dict:
     # In the record's order (a grid's file order), which is how the chosen cell lists them.
     row["chosen"] = json.dumps(search["chosen"]) if search else None
     row["search"] = json.dumps(search) if search else None
+    lr = (components.get("optimizer") or {}).get("init_args", {}).get("lr") if isinstance(components.get("optimizer"), dict) else None
+    row["lr"] = float(lr) if _is_num(lr) else None
     version = provenance.get("code_version")
     row["code_version"] = version if isinstance(version, str) else None
     row.update({f"value:{k}": v for k, v in record.metrics.items()})

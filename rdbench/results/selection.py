@@ -116,7 +116,7 @@ def budget_note(rows) -> str | None:
     seed 0, never on test; 3 of 4 rows searched, 812 s of search in all.`` (None: no search)."""
     searches = {r.label: s for r in rows if (s := row_search(r.data)) is not None}
     if not searches:
-        return None
+        return fixed_note(rows)
     metric = _per_row({k: s["metric"] for k, s in searches.items()})
     budget = _per_row({k: f"{len(s['candidates'])} candidate{'s' * (len(s['candidates']) != 1)} "
                           f"per method ({s['method']})" for k, s in searches.items()})
@@ -130,6 +130,20 @@ def budget_note(rows) -> str | None:
             f"{len(searches)} of {len(rows)} rows searched, {cost:,.0f} s of search in all"
             + (f"; {unscored} candidate{'s' * (unscored != 1)} in all without a score (failed)" if unscored else "")
             + (f"; {NO_SEARCH}: the suite's values, no search" if len(searches) < len(rows) else "") + ".")
+
+
+def fixed_note(rows) -> str | None:
+    """Without any search, the notes say so and state the learning rate every row trained at
+    (a table at one hand-set rate compares methods at that rate, not at their best)."""
+    lrs = {r.label: r.data.get("lrs") or [] for r in rows
+           if r.data.get("seeds") and r.data.get("trainable_params") != 0}  # zero-shot trains nothing
+    if not lrs:
+        return None
+    shown = {label: "/".join(format_value(v) for v in values) or "?" for label, values in lrs.items()}
+    trained = {label: text for label, text in shown.items() if text != "?" or len(shown) == 1}
+    return ("No hyper-parameter search: every row trains at the suite's values, optimizer lr "
+            + (_per_row(trained) if len(set(trained.values())) > 1 else f"{next(iter(trained.values()), '?')} for every row")
+            + ".")
 
 
 def differs_note(rows) -> str | None:

@@ -142,3 +142,20 @@ def test_a_search_on_test_is_called_out(tmp_path):
     write(tmp_path, searched(metric="test/mR"))
     text = compare(tmp_path, columns=["mR"]).text
     assert "chosen on test/mR" in text and "NOT on validation for lora: their test numbers are optimistic" in text
+
+
+def test_a_table_without_search_states_the_learning_rate_it_trained_at(tmp_path):
+    """A table at one hand-set rate compares methods at that rate: the notes must say so (and
+    leave out rows that train nothing)."""
+    for run, i, lr in (("zero", 0, 1e-3), ("a", 1, 3e-3), ("b", 2, 3e-3)):
+        for seed in (0, 1):
+            record = v2(make_record("s", run, i, seed, base=10.0, trainable=0 if run == "zero" else 1000))
+            record["components"]["optimizer"] = {"key": "optimizer/adamw", "class_path": "x.Y",
+                                                 "init_args": {"lr": lr}, "source": "builtin"}
+            write(tmp_path, record)
+    text = compare(tmp_path, "s").text
+    assert "No hyper-parameter search: every row trains at the suite's values, optimizer lr 3e-3 for every row." in text
+    record = v2(make_record("s", "c", 3, 0, base=10.0))
+    record["components"]["optimizer"] = {"key": "optimizer/adamw", "class_path": "x.Y", "init_args": {"lr": 1e-4}, "source": "builtin"}
+    write(tmp_path, record)
+    assert "optimizer lr a: 3e-3; b: 3e-3; c: 1e-4." in compare(tmp_path, "s").text
