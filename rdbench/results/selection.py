@@ -135,14 +135,13 @@ def budget_note(rows) -> str | None:
 def fixed_note(rows) -> str | None:
     """Without any search, the notes say so and state the learning rate every row trained at
     (a table at one hand-set rate compares methods at that rate, not at their best)."""
-    lrs = {r.label: r.data.get("lrs") or [] for r in rows
-           if r.data.get("seeds") and r.data.get("trainable_params") != 0}  # zero-shot trains nothing
-    if not lrs:
+    # Rows that train nothing (zero-shot) or whose records do not name a learning rate are left out.
+    trained = {r.label: "/".join(format_value(v) for v in r.data["lrs"]) for r in rows
+               if r.data.get("seeds") and r.data.get("trainable_params") != 0 and r.data.get("lrs")}
+    if not trained:
         return None
-    shown = {label: "/".join(format_value(v) for v in values) or "?" for label, values in lrs.items()}
-    trained = {label: text for label, text in shown.items() if text != "?" or len(shown) == 1}
     return ("No hyper-parameter search: every row trains at the suite's values, optimizer lr "
-            + (_per_row(trained) if len(set(trained.values())) > 1 else f"{next(iter(trained.values()), '?')} for every row")
+            + (_per_row(trained) if len(set(trained.values())) > 1 else f"{next(iter(trained.values()))} for every row")
             + ".")
 
 
