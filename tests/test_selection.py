@@ -14,6 +14,7 @@ from rdbench.resolution.run import plan_suite
 from rdbench.resolution.select import budget_note, parse_select, space_points
 from rdbench.results.record import Record
 from rdbench.training import selection
+from rdbench.training.reproduce import reproduce
 from rdbench.training.runner import run_suite
 from tests.tiny import TINY_DEFAULTS
 
@@ -99,7 +100,7 @@ def test_selection_picks_the_best_validation_candidate_even_when_test_would_pick
     test = {3.0e-4: 70.0, 1.0e-3: 45.0, 3.0e-3: 52.0}
     purposes = []
 
-    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None):
+    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None, trained_in=None):
         purposes.append(purpose)
         lr = run.components["optimizer"].args["lr"]
         record = Record(suite="sel", run=run.plan.run, run_index=0, seed=run.seed, status="success",
@@ -119,7 +120,7 @@ def test_selection_picks_the_best_validation_candidate_even_when_test_would_pick
 
 
 def test_equal_scores_keep_the_earlier_candidate(tmp_path, monkeypatch):
-    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None):
+    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None, trained_in=None):
         return Record(suite="sel", run=run.plan.run, run_index=0, seed=run.seed, status="success",
                       metrics={"val/mR": 10.0}, purpose=purpose)
 
@@ -155,6 +156,20 @@ def test_suite_with_selection_end_to_end(tmp_path):
         assert record.selection["monitor"] == "val/mR" and record.selection["cost_s"] > 0
         assert record.components["optimizer"]["init_args"]["lr"] == best_lr
         assert "test/mR" in record.metrics
+    # Seed 0 is a selection seed: the chosen candidate trained exactly that run, so the run
+    # takes its checkpoint and log over and is only evaluated; seed 1 trains.
+    k = 0 if scores[0] >= scores[1] else 1
+    seed0 = Record.read(results / "sel" / "a" / "seed0" / "record.json")
+    assert seed0.selection["trained_in"] == f"../select/c{k}/seed0"
+    assert "trained_in" not in Record.read(results / "sel" / "a" / "seed1" / "record.json").selection
+    candidate = Record.read(candidates[k])
+    assert seed0.train == candidate.train and seed0.metrics["val/mR"] == candidate.metrics["val/mR"]
+    assert (results / "sel" / "a" / "seed0" / "checkpoints" / "best.ckpt").is_file()
+    assert (results / "sel" / "a" / "seed0" / "logs" / "metrics.csv").is_file()
+    assert any("evaluated, not trained again" in line for line in lines)
+    # ... and training it again from its config.yaml gives the very same metrics, test included.
+    again = reproduce(results / "sel" / "a" / "seed0", results=tmp_path / "rerun")
+    assert again.differing == [] and any(name.startswith("test/") for name, _, _ in again.rows)
     zero = Record.read(results / "sel" / "zero" / "seed0" / "record.json")
     assert "candidates" not in zero.selection  # nothing trains: nothing selected
     assert not (results / "sel" / "zero" / "select").exists()
@@ -170,7 +185,7 @@ def test_suite_with_selection_end_to_end(tmp_path):
 def test_trials_are_seeded_and_reproducible(tmp_path, monkeypatch):
     seen: list[float] = []
 
-    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None):
+    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None, trained_in=None):
         lr = run.components["optimizer"].args["lr"]
         seen.append(lr)
         return Record(suite="sel", run=run.plan.run, run_index=0, seed=run.seed, status="success",

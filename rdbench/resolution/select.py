@@ -206,7 +206,8 @@ def budget_note(specs: dict[str, SelectSpec | None]) -> str | None:
     if len(sizes) == 1:
         one = next(iter(searched.values()))
         return (f"selection: {len(searched)} run(s) choose hyper-parameters on {metric}, each from "
-                f"{one.budget} candidate(s) x {len(one.seeds)} seed(s) (equal budget)")
+                f"{one.budget} candidate(s) x {len(one.seeds)} seed(s) (equal budget); a run's seed that is "
+                f"a selection seed evaluates the chosen candidate's training instead of repeating it")
     shown = ", ".join(f"{run} {n}" for run, n in budgets.items())
     return f"warning: unequal selection budgets (candidate trainings per run: {shown})"
 

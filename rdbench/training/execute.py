@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
 import traceback
@@ -66,7 +67,7 @@ def failed_record(run: ResolvedRun | Unresolvable, error: str) -> Record:
 
 
 def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks: list | tuple = (),
-            purpose: str = "run", search: dict[str, Any] | None = None) -> Record:
+            purpose: str = "run", search: dict[str, Any] | None = None, trained_in: Path | None = None) -> Record:
     """Train and evaluate one run at one seed; always returns (and writes) a record.
 
     A ``purpose="trial"`` run (a tuning trial) is selected and evaluated on validation only:
@@ -77,6 +78,12 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
 
     ``search``: what the run's hyper-parameter selection did (:mod:`rdbench.training.selection`),
     added to the record's ``selection`` object beside the checkpoint selection.
+
+    ``trained_in``: the folder of a selection candidate that trained this very config at this
+    seed (:func:`rdbench.training.selection.trained_candidate`). Its selected checkpoint, training
+    log and training summary are taken over instead of training again (training is
+    deterministic per seed, so retraining would give the same weights), and the run is
+    evaluated as usual; the record's ``selection.trained_in`` names the folder.
     """
     folder.mkdir(parents=True, exist_ok=True)
     config = run.config()
@@ -92,7 +99,8 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
     record.components = config["components"]
     try:
         with quiet_lightning():
-            _train_and_evaluate(run, folder, record, resume, list(extra_callbacks), test=purpose != "trial")
+            _train_and_evaluate(run, folder, record, resume, list(extra_callbacks), test=purpose != "trial",
+                                trained_in=trained_in)
         record.status = "success"
         if writer:
             (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
@@ -150,7 +158,7 @@ def _provenance(record: Record, run: ResolvedRun, parts: Assembly) -> None:
 
 
 def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: Path | None, callbacks: list,
-                        test: bool = True) -> None:
+                        test: bool = True, trained_in: Path | None = None) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -178,21 +186,30 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", CHECKPOINT_EVERY),
                    StepOnFailure(), *callbacks],
         plugins=[AtomicCheckpointIO()],
-        logger=CSVLogger(folder, name="logs", version=""), default_root_dir=folder,
+        # Nothing trains in a run that takes a candidate's training over: the candidate's log is
+        # copied, and a logger would clear its folder.
+        logger=CSVLogger(folder, name="logs", version="") if trained_in is None else False, default_root_dir=folder,
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     will_train = record.cost["trainable_params"] > 0 and run.trainer.get("max_epochs") != 0 and run.trainer.get("max_steps") != 0
-    if will_train:
+    if will_train and trained_in is not None:
+        _take_over(trained_in, folder, record)
+        record.selection = {"monitor": run.selection.monitor, **record.selection}
+        state = torch.load(folder / record.selection["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state, strict=False)
+        will_train = False
+    elif will_train:
         if resume is not None:
             record.resumed_from_step = int(torch.load(resume, map_location="cpu", weights_only=True)["global_step"])
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         record.train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         record.train["epochs"] = trainer.current_epoch
         record.train["steps"] = trainer.global_step
-    record.cost["train_time_s"] = round(time.perf_counter() - t0, 3)
-    record.selection = {"monitor": run.selection.monitor, "best_score": None, "checkpoint": None}
+    if trained_in is None:
+        record.cost["train_time_s"] = round(time.perf_counter() - t0, 3)
+        record.selection = {"monitor": run.selection.monitor, "best_score": None, "checkpoint": None}
     if checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state, strict=False)
@@ -209,6 +226,30 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     if test and is_rank_zero():
         write_json(folder / RANKS_FILE, {"split": "test", "i2t": result.ranks["i2t"].tolist(), "t2i": result.ranks["t2i"].tolist()})
     record.cost["peak_mem_bytes"], record.cost["peak_mem_kind"] = _peak_memory()
+
+
+def _take_over(source: Path, folder: Path, record: Record) -> None:
+    """Adopt the training done in ``source`` (a selection candidate of the same config and
+    seed): its selected checkpoint (hard-linked where the file system allows, else copied), its
+    training log, summary and training time, and its checkpoint selection."""
+    done = Record.read(source / "record.json")
+    assert done is not None and done.selection is not None
+    checkpoint = Path(done.selection["checkpoint"])
+    target = folder / checkpoint
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source / checkpoint, target)
+    except OSError:
+        shutil.copyfile(source / checkpoint, target)
+    log = source / "logs" / "metrics.csv"
+    if log.is_file():
+        (folder / "logs").mkdir(exist_ok=True)
+        shutil.copyfile(log, folder / "logs" / "metrics.csv")
+    record.train = dict(done.train)
+    record.cost["train_time_s"] = done.cost.get("train_time_s")
+    record.selection = {"best_score": done.selection.get("best_score"), "checkpoint": str(checkpoint),
+                        "trained_in": os.path.relpath(source, folder)}
 
 
 def _peak_memory() -> tuple[int, str]:

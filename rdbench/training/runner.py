@@ -27,7 +27,7 @@ from rdbench.results.lock import RunLock
 from rdbench.results.references import geometry_note
 from rdbench.training.execute import execute, failed_record, is_rank_zero, unresolved_record
 from rdbench.training.run_state import NoLock, config_changes, is_done, run_dir
-from rdbench.training.selection import Outcome, SelectionFailed, select
+from rdbench.training.selection import Outcome, SelectionFailed, select, trained_candidate
 
 
 @dataclass
@@ -69,7 +69,7 @@ def run_suite(
             outcome.failed += 1
             continue
         label = f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}"
-        search = None
+        search, trained_in = None, None
         if run.select is not None:
             if run.plan.run not in chosen:
                 echo(f"{run.plan.suite}/{run.plan.run}: selecting {', '.join(run.select.space or run.select.grid)} "
@@ -86,6 +86,7 @@ def run_suite(
                 outcome.failed += 1
                 continue
             run, search = resolve_plan(with_values(run.plan, picked.chosen), path), picked.search
+            trained_in = trained_candidate(run, picked, Path(results))
         folder = run_dir(Path(results), run.plan)
         if is_done(folder) and not overwrite:
             changed = config_changes(folder, run)
@@ -113,12 +114,14 @@ def run_suite(
             estimate = eta.estimate([r.plan.run for r in runs[i - 1:]])
             echo(f"{label}: elapsed {_clock(time.perf_counter() - started)}{estimate}")
             t0 = time.perf_counter()
-            record = execute(run, folder, fresh=overwrite, search=search)
+            record = execute(run, folder, fresh=overwrite, search=search, trained_in=trained_in)
             eta.add(run.plan.run, time.perf_counter() - t0)
         finally:
             lock.release()
         if record.resumed_from_step:
             echo(f"    resumed from step {record.resumed_from_step}")
+        if trained_in is not None and record.status == "success":
+            echo(f"    trained as its selection's candidate {trained_in.parent.parent.name}: evaluated, not trained again")
         if record.status == "success":
             outcome.done += 1
             m = record.metrics

@@ -25,7 +25,7 @@ from rdbench.errors import RdbenchError
 from rdbench.resolution.run import ResolvedRun, resolve_plan
 from rdbench.resolution.select import SelectSpec, sample, with_values
 from rdbench.results.lock import RunLock
-from rdbench.results.record import RECORD_FILE, Record
+from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
 from rdbench.suite import RunPlan
 from rdbench.training.execute import execute, is_rank_zero
 from rdbench.training.run_state import NoLock, config_changes, is_done, run_dir
@@ -44,6 +44,8 @@ class Outcome:
 
     chosen: dict[str, Any]
     search: dict[str, Any] = field(default_factory=dict)
+    #: Index ``k`` of the chosen candidate (its folders are ``select/c<k>/seed<s>``).
+    index: int = 0
 
 
 def candidate_plan(run: ResolvedRun, k: int, values: dict[str, Any], seed: int) -> RunPlan:
@@ -72,6 +74,7 @@ def select(run: ResolvedRun, results: Path, echo: Callable[[str], None] = print)
     if not done:
         raise SelectionFailed(f"{name}: selection: every candidate failed ({scored[0]['status'] if scored else 'none ran'})")
     best = max(done, key=lambda c: c["score"])  # max keeps the first of equal scores
+    index = next(k for k, c in enumerate(scored) if c is best)
     search = {
         "metric": spec.metric,
         "method": spec.method,
@@ -84,7 +87,28 @@ def select(run: ResolvedRun, results: Path, echo: Callable[[str], None] = print)
     shown = ", ".join(f"{p}={_fmt(v)}" for p, v in best["values"].items())
     echo(f"    {name}: chose {shown} ({spec.metric} {best['score']:.2f}, "
          f"{len(done)} of {len(scored)} candidates, {search['cost_s']:.0f} s)")
-    return Outcome(dict(best["values"]), search)
+    return Outcome(dict(best["values"]), search, index)
+
+
+def trained_candidate(run: ResolvedRun, picked: Outcome, results: Path) -> Path | None:
+    """The chosen candidate's folder at ``run``'s seed when it already trained exactly what
+    ``run`` would (same resolved config but for the run's name and ``select``; a selection seed),
+    so the run can evaluate that training instead of repeating it. None otherwise."""
+    if run.select is None or run.plan.seed not in run.select.seeds:
+        return None
+    plan = candidate_plan(run, picked.index, picked.chosen, run.plan.seed)
+    folder = run_dir(results, plan)
+    record = _reusable(folder, resolve_plan(plan, run.plan.suite))
+    if record is None or record.selection is None or not record.selection.get("checkpoint"):
+        return None
+    if not (folder / record.selection["checkpoint"]).is_file():
+        return None
+    return folder if (folder / CONFIG_FILE).is_file() and _same_training(folder, run) else None
+
+
+def _same_training(folder: Path, run: ResolvedRun) -> bool:
+    """The candidate's config is the run's but for what names the run and what selects."""
+    return all(key.split(".")[0] in ("run", "select") for key in config_changes(folder, run))
 
 
 def _trials(run: ResolvedRun, spec: SelectSpec, results: Path, echo) -> list[dict[str, Any]]:
