@@ -166,7 +166,7 @@ def test_suite_with_selection_end_to_end(tmp_path):
     assert seed0.train == candidate.train and seed0.metrics["val/mR"] == candidate.metrics["val/mR"]
     assert (results / "sel" / "a" / "seed0" / "checkpoints" / "best.ckpt").is_file()
     assert (results / "sel" / "a" / "seed0" / "logs" / "metrics.csv").is_file()
-    assert any("evaluated, not trained again" in line for line in lines)
+    assert any(f"candidate c{k}: evaluated, not trained again" in line for line in lines)
     # ... and training it again from its config.yaml gives the very same metrics, test included.
     again = reproduce(results / "sel" / "a" / "seed0", results=tmp_path / "rerun")
     assert again.differing == [] and any(name.startswith("test/") for name, _, _ in again.rows)

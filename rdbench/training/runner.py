@@ -121,7 +121,7 @@ def run_suite(
         if record.resumed_from_step:
             echo(f"    resumed from step {record.resumed_from_step}")
         if trained_in is not None and record.status == "success":
-            echo(f"    trained as its selection's candidate {trained_in.parent.parent.name}: evaluated, not trained again")
+            echo(f"    trained as its selection's candidate {trained_in.parent.name}: evaluated, not trained again")
         if record.status == "success":
             outcome.done += 1
             m = record.metrics
