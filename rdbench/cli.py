@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="RUN", help="add a delta column per metric against RUN, with a significance test")
     p.add_argument("--columns", type=_csv, metavar="NAMES",
                    help="comma-separated columns: default, trainable, test/... or val/... metrics, "
-                   "train_time_s, peak_mem_bytes, total_params, train/loss/<term> (default: default)")
+                   "train_time_s, peak_mem_bytes, total_params, train/loss/<term>, diagnostics or diag/... "
+                   "(gradient balance, modality gap, alignment, uniformity; docs/diagnostics.md) (default: default)")
     p.add_argument("--references", nargs="?", const=True, default=False, type=_csv, metavar="NAMES",
                    help="add published rows for the suite's dataset (rsicd, rsitmd); optionally only these "
                    "published files (rdbench/results/published), e.g. pe-rsitr,georsclip")
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tie-rule", default="strict", metavar="RULE",
                    help="test recalls under rdbench's strict tie rule (default) or a public evaluation code's: "
                    "vsepp, pir, clip_benchmark (docs/metric.md)")
-    p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K) into DIR")
+    p.add_argument("--plot", metavar="DIR", help="write PNG figures (Pareto, ablation, recall@K, gradient ratio, gap against mR) into DIR")
     p.add_argument("--bootstrap", type=int, metavar="B",
                    help="bootstrap resamples (default: scaled to the table's number of tests, "
                    "max(1000, 20 m / 0.05), at most 100000)")
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="batch 8 and fewer repetitions: a fast look (a few minutes)")
     p.add_argument("--output", metavar="FILE",
                    help="write the report there (default: docs/performance.md, or nothing with --only)")
-    p.add_argument("--only", type=_csv, metavar="NAMES", help="comma-separated: peft, overhead, evaluation, cache, data")
+    p.add_argument("--only", type=_csv, metavar="NAMES", help="comma-separated: peft, overhead, diagnostics, evaluation, cache, data")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
 
     from rdbench.commands.data import add_data_commands  # `rdbench data verify|overlap`

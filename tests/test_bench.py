@@ -231,7 +231,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert main(["bench", "--quick", "--output", str(out)]) == 0
     text = out.read_text()
     for name in ("PEFT step time", "PEFT peak training memory", "Frozen backbone", "Framework overhead, ViT-B-32",
-                 "Evaluation metric", "Frozen-feature cache", "Data loading"):
+                 "Diagnostics cost, ViT-B-32", "Evaluation metric", "Frozen-feature cache", "Data loading"):
         assert name in text, name
     assert "Not yet measured on a GPU" in text
 

@@ -102,3 +102,42 @@ def test_rerun_skips_and_compare_prints_every_run(finished, capsys):
     table = capsys.readouterr().out
     for run in ("zero-shot", "full", "bottleneck"):
         assert run in table
+
+
+def test_every_record_carries_its_diagnostics(finished):
+    recs = records(finished[1])
+    for name, rec in recs.items():
+        diag = rec["diagnostics"]
+        for split in ("val", "test"):
+            geometry = diag[split]
+            assert 0.0 <= geometry["modality_gap"] <= 2.0 and 0.0 <= geometry["alignment"] <= 4.0, name
+            assert geometry["uniformity"] <= 0.0, name
+        assert set(diag["test"]["per_class"]) <= {"airport", "beach", "bridge", "farmland", "forest", "industrial",
+                                                  "parking", "playground", "port", "residential", "river", "storage_tanks"}
+        assert sum(c["n_images"] for c in diag["test"]["per_class"].values()) == 6
+        assert "per_class" not in diag["val"]
+    assert "train" not in recs["zero-shot"]["diagnostics"]  # nothing trained
+    for name in ("full", "bottleneck"):
+        train = recs[name]["diagnostics"]["train"]
+        assert train["grad_ratio_text_image"] > 0 and train["grad_norm_image"] > 0 and train["grad_norm_text"] > 0
+        assert train["update_image"] > 0 and train["update_text"] > 0
+        assert train["steps_measured"] == rec_steps(recs[name])
+    # the curves the plots read (per step every log_every_n_steps = 10 steps; this run has 7, so
+    # per epoch only) and the validation geometry per epoch
+    header = (finished[1] / "e2e" / "bottleneck" / "seed0" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "diag/grad_ratio_text_image_epoch" in header and "diag/val_modality_gap" in header
+
+
+def rec_steps(rec: dict) -> int:
+    return int(rec["train"]["steps"])
+
+
+def test_compare_shows_diagnostics_and_plots_them(finished, tmp_path, capsys):
+    results = finished[1]
+    capsys.readouterr()
+    assert main(["compare", str(results), "--columns", "mR,diagnostics", "--plot", str(tmp_path / "fig")]) == 0
+    table = capsys.readouterr().out
+    for header in ("grad text/image", "update image", "gap", "alignment", "uniformity"):
+        assert header in table
+    written = {p.name for p in (tmp_path / "fig").iterdir()}
+    assert {"e2e-gradient-ratio.png", "e2e-gap-mR.png"} <= written

@@ -11,6 +11,12 @@ Contract (what an ``adapter/*`` component receives and must provide):
   unnormalised embeddings. The defaults call the backbone's own ``encode_image``/``encode_text``
   (with the adapter's hooks active); prompt methods and output-side adapters override them.
 
+Diagnostics (:mod:`rdbench.diagnostics.gradients`) ask ``tower_of(name)`` which tower a trained
+parameter belongs to (``"image"``, ``"text"`` or ``"shared"``; ``name`` is the module's dotted
+name, ``adapter.`` or ``model.`` first). The default reads the name
+(:func:`rdbench.diagnostics.towers.tower_by_name`: ``vision``/``image`` or ``text``/``context``
+among its words); an adapter whose names do not say it overrides the method.
+
 Optional capability, for methods that act only after the frozen towers (zero-shot, linear
 probe, CLIP-Adapter): ``frozen_towers = True`` declares that the towers up to their pooled,
 pre-projection outputs neither change during training nor depend on the adapter, so those
@@ -32,6 +38,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from rdbench.diagnostics.towers import tower_by_name
 from rdbench.registry import REGISTRY
 
 
@@ -75,6 +82,10 @@ class Adapter(nn.Module):
         """Everything that trains, named; the default is the adapter's own parameters."""
         for name, param in self.named_parameters():
             yield f"adapter.{name}", param
+
+    def tower_of(self, name: str) -> str:
+        """``"image"``, ``"text"`` or ``"shared"``: the tower the parameter ``name`` serves."""
+        return tower_by_name(name)
 
     def before_encode_text(self, tokens: torch.Tensor) -> None:
         """Called with the token ids before the text tower runs (text mixers need the padding)."""

@@ -5,6 +5,7 @@ Modules, one per question:
 * :mod:`rdbench.bench.peft` - CMAA against full fine-tuning: step time, peak memory (child
   processes), and the frozen backbone's gradients and optimiser membership;
 * :mod:`rdbench.bench.overhead` - an rdbench step in a real Lightning Trainer against a plain loop;
+* :mod:`rdbench.bench.diagnostics` - that step with the per-tower gradient diagnostics against without;
 * :mod:`rdbench.bench.retrieval` - the vectorised metric against the classic argsort loop;
 * :mod:`rdbench.bench.pipeline` - the frozen-feature cache per epoch, and the data loader's
   throughput against the training step's;

@@ -36,8 +36,9 @@ def _loader(batch: dict[str, torch.Tensor], steps: int):
     return DataLoader([batch] * steps, batch_size=None, shuffle=False)
 
 
-def lightning_round(module, batch, warmup: int, steps: int, folder: Path) -> list[float]:
-    """One ``Trainer.fit`` of ``warmup + steps`` batches; the per-step times after the warm-up."""
+def lightning_round(module, batch, warmup: int, steps: int, folder: Path, callbacks: tuple = ()) -> list[float]:
+    """One ``Trainer.fit`` of ``warmup + steps`` batches; the per-step times after the warm-up.
+    ``callbacks`` are added to the runner's own (the diagnostics figure times one)."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
@@ -58,7 +59,7 @@ def lightning_round(module, batch, warmup: int, steps: int, folder: Path) -> lis
     settings = {**TRAINER_DEFAULTS, "accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False,
                 "limit_val_batches": 0}
     trainer = L.Trainer(**settings, logger=CSVLogger(folder, name="logs", version=""), default_root_dir=folder,
-                        callbacks=[Clock(), ResumableCheckpoint(folder / "last.ckpt", CHECKPOINT_EVERY)])
+                        callbacks=[Clock(), ResumableCheckpoint(folder / "last.ckpt", CHECKPOINT_EVERY), *callbacks])
     trainer.fit(module, train_dataloaders=_loader(batch, warmup + steps), weights_only=True)
     return [b - a for a, b in zip(marks, marks[1:])][warmup:]
 

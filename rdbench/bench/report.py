@@ -19,7 +19,7 @@ import torch
 from rdbench.atomic import write_atomic
 from rdbench.bench.common import Figure, Settings, machine
 
-SECTIONS = ("peft", "overhead", "evaluation", "cache", "data")
+SECTIONS = ("peft", "overhead", "diagnostics", "evaluation", "cache", "data")
 GPU_HEADING = "## Accelerators"
 GPU_PLACEHOLDER = ("Not yet measured on a GPU. On a CUDA machine, run `python -m rdbench.bench.gpu --append docs/performance.md`: "
                    "it measures ViT-B-32 PEFT (CMAA) and full fine-tuning throughput with bf16 autocast and fused AdamW, "
@@ -48,7 +48,7 @@ of it, and a target that does not hold is reported with its measured number.
 
 
 def _section_measures(settings: Settings, state: dict) -> dict[str, Callable[[], list[Figure]]]:
-    from rdbench.bench import overhead, peft, pipeline, retrieval
+    from rdbench.bench import diagnostics, overhead, peft, pipeline, retrieval
 
     def run_peft() -> list[Figure]:
         figs = peft.figures(settings)
@@ -64,6 +64,7 @@ def _section_measures(settings: Settings, state: dict) -> dict[str, Callable[[],
         return run
 
     return {"peft": run_peft, "overhead": lambda: overhead.figures(settings),
+            "diagnostics": lambda: diagnostics.figures(settings),
             "evaluation": lambda: retrieval.figures(settings), "cache": run_pipeline(0), "data": run_pipeline(1)}
 
 

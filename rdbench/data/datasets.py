@@ -33,6 +33,7 @@ from jsonargparse.typing import PositiveInt
 from rdbench.data.formats.csvfiles import CsvOptions
 from rdbench.data.formats.layout import Annotations, expected_layout, find_annotations, format_summary, read_annotations
 from rdbench.data.formats.splits import DEFAULT_VAL_FRACTION, apply_splits, carve_validation, exclude_images, has_split
+from rdbench.data.synthetic.scenes import check_detail
 from rdbench.data.table import make_table
 from rdbench.errors import DataError
 from rdbench.registry import REGISTRY, register
@@ -79,16 +80,23 @@ class SyntheticRSDataset(Dataset):
         image_size: Side of the square generated images, in pixels (at least 16).
         seed: Seed of the generator: the data's own seed, not the run's, so every seed of a
             suite sees the same images and captions. The same arguments give the same files.
+        detail: The premise dial (docs/premise.md), from 0 to 1: the probability that a caption
+            after an image's first (and not a repeat) names fine-grained attributes only the
+            image resolves (count, colour, size, position, orientation) rather than the scene
+            alone. Null (the default) is the embedded mix, 0.80 of fresh captions fine-grained;
+            only the captions depend on it, the images stay the same.
     """
 
     input_paths = ()  # root is where it writes the generated files
 
-    def __init__(self, root: str | None = None, train: PositiveInt = 400, val: PositiveInt = 452, test: PositiveInt = 452, image_size: PositiveInt = 64, seed: int = 0):
+    def __init__(self, root: str | None = None, train: PositiveInt = 400, val: PositiveInt = 452, test: PositiveInt = 452, image_size: PositiveInt = 64, seed: int = 0,
+                 detail: float | None = None):
         for name, n in (("train", train), ("val", val), ("test", test)):
             if n < 1:
                 raise ValueError(f"{name} must be at least 1 image")
         self.splits = {"train": train, "val": val, "test": test}
-        self.image_size, self.seed = image_size, seed
+        check_detail(detail)
+        self.image_size, self.seed, self.detail = image_size, seed, detail
         self.root = Path(root) if root else None
 
     def _root(self) -> Path:
@@ -98,14 +106,17 @@ class SyntheticRSDataset(Dataset):
         from rdbench.data.synthetic import generator as synthetic
 
         key = json.dumps({"splits": self.splits, "size": self.image_size, "seed": self.seed,
-                          "generator": getattr(synthetic, "GENERATOR_VERSION", 1)}, sort_keys=True)
+                          "generator": getattr(synthetic, "GENERATOR_VERSION", 1),
+                          # the embedded mix keeps the folder it always had
+                          **({} if self.detail is None else {"detail": float(self.detail)})}, sort_keys=True)
         return cache_dir() / "data" / f"synthetic-rs-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def load_table(self) -> pl.DataFrame:
         from rdbench.data.formats.karpathy import read_karpathy_json
         from rdbench.data.synthetic.generator import write_synthetic_dataset
 
-        json_path = write_synthetic_dataset(self._root(), splits=self.splits, image_size=self.image_size, seed=self.seed)
+        json_path = write_synthetic_dataset(self._root(), splits=self.splits, image_size=self.image_size, seed=self.seed,
+                                            detail=self.detail)
         return read_karpathy_json(json_path)
 
     def describe(self) -> dict[str, Any]:

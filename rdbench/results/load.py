@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rdbench.diagnostics.columns import flatten as diagnostic_values
 from rdbench.errors import RdbenchError
 from rdbench.results.record import RECORD_FILE, Record
 from rdbench.results.references import split_geometry
@@ -108,6 +109,7 @@ def _flatten(record: Record) -> dict:
     version = provenance.get("code_version")
     row["code_version"] = version if isinstance(version, str) else None
     row.update({f"value:{k}": v for k, v in record.metrics.items()})
+    row.update({f"value:{k}": v for k, v in diagnostic_values(record.diagnostics).items()})
     # Training summaries are informative only, so a non-number there is skipped, not fatal.
     row.update({f"value:{k if k.startswith('train/') else 'train/' + k}": float(v)
                 for k, v in record.train.items() if _is_num(v)})

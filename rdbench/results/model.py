@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from rdbench.diagnostics.columns import DEFAULT as DIAGNOSTIC_COLUMNS
+from rdbench.diagnostics.columns import header as diagnostic_header
 from rdbench.errors import RdbenchError
 from rdbench.results import stats
 from rdbench.results.cells import human_count
@@ -46,6 +48,9 @@ def column_for(key: str) -> Column:
     if key == "trainable":
         return Column(key, "trainable", better=None)
     split, _, name = key.partition("/")
+    if split == "diag" and diagnostic_header(key):
+        # descriptive quantities: neither end is "better" (a smaller gap is the claim under test)
+        return Column(key, diagnostic_header(key), 3, None)
     if split in ("test", "val") and name:
         pretty = name.replace("i2t", "I2T").replace("t2i", "T2I").replace("_", " ")
         return Column(key, pretty if split == "test" else f"{split} {pretty}")
@@ -69,11 +74,14 @@ def select_columns(spec: list[str] | None, summary: pl.DataFrame) -> list[Column
         if name == "default":
             keys += DEFAULT_COLUMNS
             continue
+        if name == "diagnostics":  # those the records hold (older records have none)
+            keys += [k for k in DIAGNOSTIC_COLUMNS if k in available]
+            continue
         key = "trainable" if name == "trainable_params" else name
         if key not in available and key != "trainable" and f"test/{key}" in available:
             key = f"test/{key}"  # test metrics may be named without their split
         if key not in available and key not in DEFAULT_COLUMNS:
-            raise RdbenchError(f"--columns: unknown column '{name}' (available: default, "
+            raise RdbenchError(f"--columns: unknown column '{name}' (available: default, diagnostics, "
                                f"trainable, {', '.join(sorted(available))})")
         keys.append(key)
     return [column_for(k) for k in dict.fromkeys(keys)]

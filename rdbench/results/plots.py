@@ -3,7 +3,9 @@
 Three figures answer the three questions a PEFT paper is asked: is the method worth its
 parameters (mR against trainable parameters, with the Pareto front), what does each component
 contribute (ablation deltas with the seed spread as error bars) and where in the ranking do
-the gains appear (recall@K curves). Figures are built with :class:`matplotlib.figure.Figure` and
+the gains appear (recall@K curves). Two more test RDB's premise (docs/diagnostics.md): does the
+text tower dominate the gradients (the ratio curves read from each seed's training log), and
+does retrieval follow the modality gap (mR against the gap). Figures are built with :class:`matplotlib.figure.Figure` and
 an explicit Agg canvas, never pyplot, so that plotting neither needs a display nor changes any
 global matplotlib state of the calling program. Only rdbench's own rows are plotted: published
 rows have no seed spread and their parameter counts are rounded.
@@ -126,6 +128,75 @@ def recall_figure(table) -> Figure | None:
     return fig
 
 
+#: The text/image gradient ratio in a run's ``logs/metrics.csv``: per step (every
+#: ``log_every_n_steps``), else, in runs shorter than that, the epoch means.
+RATIO_CURVES = ("diag/grad_ratio_text_image_step", "diag/grad_ratio_text_image_epoch")
+
+
+def ratio_curve(record_path: str) -> list[tuple[int, float]]:
+    """(step, ratio) points of one seed's logged gradient ratio; empty when the log is missing,
+    unreadable or older than the diagnostics (figures are informative, never fatal)."""
+    import polars as pl
+
+    log = Path(record_path).parent / "logs" / "metrics.csv"
+    try:
+        frame = pl.read_csv(log, infer_schema_length=None)
+    except Exception:  # noqa: BLE001  (a bad log must not stop the other figures)
+        return []
+    for column in RATIO_CURVES:
+        if column in frame.columns and "step" in frame.columns:
+            points = frame.select("step", column).drop_nulls()
+            if points.height:
+                return [(int(a), float(b)) for a, b in points.iter_rows() if math.isfinite(float(b))]
+    return []
+
+
+def gradient_figure(table) -> Figure | None:
+    """The text/image gradient-ratio curve of each run (mean over its seeds at each logged
+    step); above the dotted line at 1 the text tower's gradients dominate (docs/diagnostics.md)."""
+    curves = []
+    for r in (r for r in table.rows if r.seeds):
+        by_step: dict[int, list[float]] = {}
+        for path in r.data.get("paths") or []:
+            for step, value in ratio_curve(path):
+                by_step.setdefault(step, []).append(value)
+        if by_step:
+            steps = sorted(by_step)
+            curves.append((r.label, steps, [sum(by_step[k]) / len(by_step[k]) for k in steps]))
+    if not curves:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, steps, means in curves:
+        ax.plot(steps, means, marker=".", label=label)
+    ax.axhline(1.0, color="grey", linestyle=":", label="balanced (ratio 1)")
+    ax.set_yscale("log")
+    ax.set_title(f"{table.suite}: gradient norm, text tower over image tower")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("‖∇ text‖ / ‖∇ image‖ (log scale, mean over seeds)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def gap_figure(table) -> Figure | None:
+    """Test mR against the test modality gap, one point per run with the seed spread on both
+    axes: does a smaller gap go with better retrieval?"""
+    rows = [r for r in _measured(table) if r.data.get("diag/test_modality_gap_mean") is not None]
+    if not rows:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for r in rows:
+        ax.errorbar([r.data["diag/test_modality_gap_mean"]], [r.data["test/mR_mean"]],
+                    xerr=[r.data.get("diag/test_modality_gap_std") or 0.0],
+                    yerr=[r.data.get("test/mR_std") or 0.0], fmt="o", capsize=3, label=r.label)
+    ax.set_title(f"{table.suite}: test mR against the modality gap")
+    ax.set_xlabel("modality gap on test (distance of the embedding centres)")
+    ax.set_ylabel("test mR (%)")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def plot_suite(table, out_dir) -> list[Path]:
     """Write the suite's figures as PNG files into ``out_dir``; returns the paths written."""
     out = Path(out_dir)
@@ -136,7 +207,8 @@ def plot_suite(table, out_dir) -> list[Path]:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", table.suite)
     written = []
     for name, fig in (("pareto", pareto_figure(table)), ("ablation", ablation_figure(table)),
-                      ("recall", recall_figure(table))):
+                      ("recall", recall_figure(table)), ("gradient-ratio", gradient_figure(table)),
+                      ("gap-mR", gap_figure(table))):
         if fig is None:
             continue
         path = out / f"{stem}-{name}.png"

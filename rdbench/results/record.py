@@ -56,7 +56,7 @@ CONFIG_FILE = "config.yaml"
 RANKS_FILE = "test_ranks.json"
 PACKAGES = ("rdbench", "torch", "torchvision", "open_clip_torch", "lightning", "polars", "numpy")
 
-_SECTIONS = ("components", "metrics", "eval", "train", "cost", "provenance")
+_SECTIONS = ("components", "metrics", "eval", "train", "cost", "provenance", "diagnostics")
 _STEPS = ("resumed_from_step", "failed_at_step")
 PURPOSES = ("run", "trial")
 #: Keys of ``selection`` that describe a hyper-parameter search; all or none of them.
@@ -132,7 +132,10 @@ class Record:
     ``{n_images, n_captions, ties_i2t, ties_t2i}``. ``train``: final training summaries
     (``train/loss``, ``epochs``, ``steps``). ``cost``: ``trainable_params``, ``adapter_params``,
     ``total_params``, ``backbone_params``, ``train_time_s``, ``peak_mem_bytes``,
-    ``peak_mem_kind`` and optionally ``feature_cache``. ``provenance``: ``packages``,
+    ``peak_mem_kind`` and optionally ``feature_cache``. ``diagnostics`` (docs/diagnostics.md):
+    ``train`` (per-tower gradient norms, ``grad_ratio_text_image``, relative update sizes),
+    ``val`` and ``test`` (``modality_gap``, ``alignment``, ``uniformity``...; ``test`` also
+    ``per_class`` recall); absent from records written before it existed. ``provenance``: ``packages``,
     ``code_version``, ``backbone`` (``key``, checksum, ...) and ``dataset`` (``key``,
     ``fingerprint``, ...). ``selection``: ``{monitor, best_score, checkpoint}``, and when a
     hyper-parameter search ran, :data:`SEARCH_KEYS` too (``chosen``: ``{dotted.path: value}``).
@@ -153,6 +156,7 @@ class Record:
     train: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
     resumed_from_step: int | None = None
     failed_at_step: int | None = None

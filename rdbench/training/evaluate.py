@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from rdbench.diagnostics.embedding import geometry, recall_per_class
 from rdbench.evaluation import lineage_metrics, retrieval_metrics
 
 #: Counts an evaluation reports beside the metrics (docs/metric.md: ties count against a query).
@@ -32,6 +33,9 @@ class Evaluation:
     #: The same recalls under each public evaluation code's tie handling (docs/metric.md), when
     #: asked for: {"vsepp": {"i2t_R@1": ..., "mR": ...}, "pir": {...}, "clip_benchmark": {...}}.
     lineages: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The embeddings' geometry (:func:`rdbench.diagnostics.embedding.geometry`: modality gap,
+    #: alignment, uniformity), and from :func:`evaluate` the recall per scene class.
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], caption_image: torch.Tensor,
@@ -48,7 +52,7 @@ def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], capti
     metrics = {k: float(v) for k, v in values.items() if k not in COUNTS}
     # each public evaluation code scores the embeddings its own way (which decides what ties)
     extra = lineage_metrics(None, caption_image.to(images.device), image_emb=images, text_emb=texts) if lineages else {}
-    return Evaluation(metrics, counts, ranks, extra)
+    return Evaluation(metrics, counts, ranks, extra, geometry(images, texts, caption_image.to(images.device)))
 
 
 def evaluate(trainer: Any, module: Any, data: Any, split: str, *, lineages: bool = False) -> Evaluation:
@@ -59,7 +63,10 @@ def evaluate(trainer: Any, module: Any, data: Any, split: str, *, lineages: bool
         # KindBatches yields every index exactly once (tested); Lightning cannot know that
         warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
         chunks = trainer.predict(module, datamodule=data, return_predictions=True)
-    return split_evaluation(list(chunks or []), data.split(split).caption_image, lineages=lineages)
+    items = data.split(split)
+    result = split_evaluation(list(chunks or []), items.caption_image, lineages=lineages)
+    result.diagnostics["per_class"] = recall_per_class(result.ranks, items.caption_image, items.labels, list(data.classes))
+    return result
 
 
 def _gathered(chunks: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:

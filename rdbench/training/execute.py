@@ -163,6 +163,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from rdbench.diagnostics.gradients import TowerGradients
     from rdbench.training.callbacks import ResumableCheckpoint, StepOnFailure
     from rdbench.training.checkpoint_io import AtomicCheckpointIO
 
@@ -177,6 +178,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     }
     if module.features is not None:
         record.cost["feature_cache"] = True
+    towers = TowerGradients()
     checkpoint = ModelCheckpoint(
         dirpath=folder / "checkpoints", filename="best", monitor=run.selection.monitor, mode=run.selection.mode,
         save_top_k=1, save_weights_only=True,
@@ -184,7 +186,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     trainer = L.Trainer(
         **run.trainer,
         callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", CHECKPOINT_EVERY),
-                   StepOnFailure(), *callbacks],
+                   StepOnFailure(), towers, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # Nothing trains in a run that takes a candidate's training over: the candidate's log is
         # copied, and a logger would clear its folder.
@@ -207,6 +209,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         record.train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         record.train["epochs"] = trainer.current_epoch
         record.train["steps"] = trainer.global_step
+        record.diagnostics["train"] = towers.summary()
     if trained_in is None:
         record.cost["train_time_s"] = round(time.perf_counter() - t0, 3)
         record.selection = {"monitor": run.selection.monitor, "best_score": None, "checkpoint": None}
@@ -222,6 +225,8 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         for rule, values in result.lineages.items():
             record.metrics.update({f"{split}@{rule}/{k}": v for k, v in values.items()})
         record.eval[split] = dict(result.counts)
+        record.diagnostics[split] = result.diagnostics if split == "test" else {
+            k: v for k, v in result.diagnostics.items() if k != "per_class"}
     # Per-query test ranks, for paired significance tests across methods (same test queries).
     if test and is_rank_zero():
         write_json(folder / RANKS_FILE, {"split": "test", "i2t": result.ranks["i2t"].tolist(), "t2i": result.ranks["t2i"].tolist()})
@@ -247,6 +252,8 @@ def _take_over(source: Path, folder: Path, record: Record) -> None:
         (folder / "logs").mkdir(exist_ok=True)
         shutil.copyfile(log, folder / "logs" / "metrics.csv")
     record.train = dict(done.train)
+    if "train" in done.diagnostics:
+        record.diagnostics["train"] = dict(done.diagnostics["train"])
     record.cost["train_time_s"] = done.cost.get("train_time_s")
     record.selection = {"best_score": done.selection.get("best_score"), "checkpoint": str(checkpoint),
                         "trained_in": os.path.relpath(source, folder)}

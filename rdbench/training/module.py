@@ -35,6 +35,9 @@ from rdbench.optim import Optimizer
 from rdbench.training.evaluate import split_evaluation
 from rdbench.training.feature_cache import FeatureCache
 
+#: The geometry logged after every validation epoch (the record keeps all of it, once).
+DIAGNOSTIC_CURVES = ("modality_gap", "alignment", "uniformity")
+
 
 class RetrievalModule(L.LightningModule):
     """Contrastive image-text retrieval with parameter-efficient fine-tuning."""
@@ -162,9 +165,12 @@ class RetrievalModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # model selection: the checkpoint callback monitors what is logged here
         owner = self.trainer.datamodule.split("val").caption_image
-        metrics = split_evaluation(self._val_chunks, owner).metrics
+        result = split_evaluation(self._val_chunks, owner)
+        metrics = result.metrics
         self._val_chunks = []
         self.log_dict({f"val/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
+        # the embeddings' geometry per epoch (rdbench.diagnostics.embedding), for the curves
+        self.log_dict({f"diag/val_{k}": v for k, v in result.diagnostics.items() if k in DIAGNOSTIC_CURVES and v is not None})
         self.log("val/mR", metrics["mR"], prog_bar=True)
 
     def on_predict_epoch_start(self) -> None:

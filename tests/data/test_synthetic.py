@@ -214,3 +214,54 @@ def test_refuses_to_overwrite_foreign_json(tmp_path):
         write_synthetic_dataset(tmp_path, splits={"train": 1})
     assert str(info.value).startswith(f"{foreign}: ")
     assert foreign.read_text(encoding="utf-8") == '{"images": []}'
+
+
+# -- the premise dial (docs/premise.md) ----------------------------------------------------------
+from rdbench.data.synthetic.scenes import _CLASS_SPECS, DEFAULT_DETAIL  # noqa: E402
+
+
+def _generic(label: str) -> set[str]:
+    return set(_CLASS_SPECS[label][3])
+
+
+def _dialled(detail):
+    return synthetic._generate(120, domain="target", image_size=16, seed=3, stream="train", detail=detail)
+
+
+def test_the_dial_left_out_is_the_embedded_mix_and_changes_captions_only():
+    default, same = _dialled(None), _dialled(DEFAULT_DETAIL)
+    assert default.captions == same.captions and 0.80 < DEFAULT_DETAIL < 0.81
+    for detail in (0.0, 0.5, 1.0):
+        other = _dialled(detail)
+        assert np.array_equal(other.images, default.images) and other.labels == default.labels
+        assert all(c[0] in _generic(label) for c, label in zip(other.captions, other.labels))  # first: scene-only
+
+
+def test_the_dial_sets_the_share_of_fine_grained_captions():
+    def fine_share(detail) -> float:
+        pairs = _dialled(detail)
+        later = [c for caps, label in zip(pairs.captions, pairs.labels) for c in caps[1:] if c not in _generic(label)]
+        return len(later) / (4 * len(pairs.labels))
+
+    shares = [fine_share(d) for d in (0.0, 0.5, DEFAULT_DETAIL, 1.0)]
+    assert shares[0] == 0.0  # every caption is matched by scene words alone
+    assert shares[0] < shares[1] < shares[2] < shares[3]
+    assert shares[3] > 0.85  # all fresh captions are fine-grained; only repeats of the first remain
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True, "half", float("nan")])
+def test_the_dial_refuses_what_is_not_a_share(bad):
+    with pytest.raises(ValueError, match="detail must be a number from 0 to 1"):
+        synthetic._generate(2, domain="target", image_size=16, seed=0, stream="train", detail=bad)
+
+
+def test_a_dialled_dataset_is_its_own_cache_and_the_default_keeps_its_folder(tmp_path, monkeypatch):
+    from rdbench.data.datasets import SyntheticRSDataset
+
+    monkeypatch.setenv("RDBENCH_CACHE", str(tmp_path))
+    plain, dialled = SyntheticRSDataset(train=4, val=2, test=2), SyntheticRSDataset(train=4, val=2, test=2, detail=1.0)
+    assert plain._root() != dialled._root()
+    assert SyntheticRSDataset(train=4, val=2, test=2, detail=None)._root() == plain._root()
+    header = json.loads(write_synthetic_dataset(tmp_path / "d", splits={"train": 2}, detail=0.5).read_text())["rdbench_generator"]
+    assert header["detail"] == 0.5
+    assert "detail" not in json.loads(write_synthetic_dataset(tmp_path / "p", splits={"train": 2}).read_text())["rdbench_generator"]

@@ -54,6 +54,7 @@ from rdbench.data.synthetic.scenes import (  # noqa: F401
     POSITIONS,
     Scene,
     captions_for,
+    check_detail,
     sample_scene,
 )
 from rdbench.data.table import SPLITS
@@ -110,7 +111,8 @@ def _check_common(domain: str, image_size: int, seed: int) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def _generate(n: int, *, domain: str, image_size: int, seed: int, stream: str) -> SyntheticPairs:
+def _generate(n: int, *, domain: str, image_size: int, seed: int, stream: str,
+              detail: float | None = None) -> SyntheticPairs:
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     captions, labels, attributes = [], [], []
     for index, class_index in enumerate(_class_sequence(n, seed=seed, domain=domain,
@@ -118,7 +120,7 @@ def _generate(n: int, *, domain: str, image_size: int, seed: int, stream: str) -
         rng = np.random.default_rng([seed, _DOMAIN_CODE[domain], _STREAM_CODE[stream], 1, index])
         scene = sample_scene(CLASSES[class_index], rng)
         images[index] = render_scene(scene, rng, size=image_size, domain=domain)
-        captions.append(captions_for(scene, rng, domain=domain))
+        captions.append(captions_for(scene, rng, domain=domain, detail=detail))
         labels.append(scene.label)
         attributes.append(asdict(scene))
     return SyntheticPairs(images=images, captions=captions, labels=labels, attributes=attributes)
@@ -146,10 +148,14 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _generator_header(splits: Mapping[str, int], image_size: int, seed: int) -> dict[str, Any]:
-    return {"name": "rdbench.data.synthetic", "version": GENERATOR_VERSION, "domain": "target",
-            "splits": {name: int(splits[name]) for name in SPLITS if name in splits},
-            "image_size": image_size, "seed": seed}
+def _generator_header(splits: Mapping[str, int], image_size: int, seed: int,
+                      detail: float | None = None) -> dict[str, Any]:
+    header = {"name": "rdbench.data.synthetic", "version": GENERATOR_VERSION, "domain": "target",
+              "splits": {name: int(splits[name]) for name in SPLITS if name in splits},
+              "image_size": image_size, "seed": seed}
+    if detail is not None:  # the embedded mix keeps the header (and files) it always had
+        header["detail"] = float(detail)
+    return header
 
 
 def _is_up_to_date(json_path: Path, header: dict[str, Any]) -> bool:
@@ -177,8 +183,11 @@ def _is_up_to_date(json_path: Path, header: dict[str, Any]) -> bool:
 
 def write_synthetic_dataset(root: str | os.PathLike[str], *,
                             splits: Mapping[str, int] | None = None, image_size: int = 64,
-                            seed: int = 0) -> Path:
+                            seed: int = 0, detail: float | None = None) -> Path:
     """Write the embedded target-domain dataset in format A under ``root``; return the JSON path.
+
+    ``detail`` is the premise dial (:func:`rdbench.data.synthetic.scenes.captions_for`); the
+    images do not depend on it, only the captions.
 
     Images go to ``root/images/<class>_<NNNN>.png`` (numbered per class over train, val, test,
     as RSICD numbers its files), annotations to ``root/dataset_synthetic_rs.json`` with no
@@ -199,10 +208,11 @@ def write_synthetic_dataset(root: str | os.PathLike[str], *,
             raise ValueError(f"split size for {name!r} must be a non-negative integer, "
                              f"got {count!r}")
     _check_common("target", image_size, seed)
+    check_detail(detail)
 
     root_path = Path(root)
     json_path = root_path / JSON_NAME
-    header = _generator_header(splits, image_size, seed)
+    header = _generator_header(splits, image_size, seed, detail)
     if _is_up_to_date(json_path, header):
         return json_path
 
@@ -214,7 +224,7 @@ def write_synthetic_dataset(root: str | os.PathLike[str], *,
         if split not in splits:
             continue
         pairs = _generate(splits[split], domain="target", image_size=image_size, seed=seed,
-                          stream=split)
+                          stream=split, detail=detail)
         for image, caption_group, label in zip(pairs.images, pairs.captions, pairs.labels):
             filename = f"{label}_{per_class[label]:04d}.png"
             per_class[label] += 1

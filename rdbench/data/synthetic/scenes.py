@@ -224,16 +224,36 @@ _ATTR_WEIGHTS = {"count": 1.0, "colour": 1.0, "position": 1.0, "size": 0.6, "ori
 _K_CDF = np.cumsum([0.3, 0.35, 0.25])  # a fine caption names 1, 2, 3 or 4 attributes
 
 
-def _target_captions(scene: Scene, rng) -> list[str]:
+# The embedded mix of the captions after an image's first: 18 % scene-only, 8 % a repeat of an
+# earlier caption, 74 % fine-grained. The premise dial (``detail``) redistributes the 92 % that
+# are not repeats between scene-only and fine-grained and leaves the repeats as they are.
+_SCENE_ONLY, _REPEAT = 0.18, 0.08
+#: The ``detail`` the embedded mix amounts to: the fine-grained share of fresh captions (0.804).
+DEFAULT_DETAIL = (1 - _SCENE_ONLY - _REPEAT) / (1 - _REPEAT)
+
+
+def check_detail(detail: float | None) -> None:
+    """The premise dial must be None (the embedded mix) or a number from 0 to 1."""
+    if detail is not None and (isinstance(detail, bool) or not isinstance(detail, (int, float))
+                               or not 0.0 <= detail <= 1.0):
+        raise ValueError(f"detail must be a number from 0 to 1 (or null for the embedded mix), got {detail!r}")
+
+
+def _target_captions(scene: Scene, rng, detail: float | None = None) -> list[str]:
     generic = _CLASS_SPECS[scene.label][3]
     names = [a for a in _ATTR_WEIGHTS if a != "orientation" or scene.orientation]
     weights = np.array([_ATTR_WEIGHTS[a] for a in names])
     captions = [_pick(rng, generic)]
+    # Scene-only below this point of the fresh (non-repeat) draws: 0.18 for the embedded mix,
+    # so that ``detail`` None and DEFAULT_DETAIL give the very same captions.
+    scene_only = _SCENE_ONLY if detail is None else (1 - _REPEAT) * (1 - detail)
     while len(captions) < 5:
         roll = rng.random()
-        if roll < 0.18:  # scene-only, from the shared pool: RSICD's cross-image repeats
+        repeat = _SCENE_ONLY <= roll < _SCENE_ONLY + _REPEAT
+        fresh = roll if roll < _SCENE_ONLY else roll - _REPEAT  # uniform on [0, 0.92) when fresh
+        if not repeat and fresh < scene_only:  # scene-only, from the shared pool: RSICD's cross-image repeats
             captions.append(_pick(rng, generic))
-        elif roll < 0.26:  # the same annotator sentence twice within an image, as in RSICD
+        elif repeat:  # the same annotator sentence twice within an image, as in RSICD
             captions.append(_pick(rng, captions))
         else:
             k = min(len(names), 1 + int(np.searchsorted(_K_CDF, rng.random(), side="right")))
@@ -257,10 +277,20 @@ def _source_captions(scene: Scene) -> list[str]:
         f"a satellite image of {scene_np} with {phrase}" for phrase in attribute_phrases]
 
 
-def captions_for(scene: Scene, rng: np.random.Generator, *, domain: str) -> list[str]:
-    """Five captions for ``scene`` in the style of ``domain``."""
+def captions_for(scene: Scene, rng: np.random.Generator, *, domain: str,
+                 detail: float | None = None) -> list[str]:
+    """Five captions for ``scene`` in the style of ``domain``.
+
+    ``detail`` (target domain only) is the premise dial (docs/premise.md): the probability that
+    a caption after the first, when it is not a repeat, names fine-grained attributes (count,
+    colour, size, position, orientation: what only the image resolves) rather than the scene
+    alone. 0 leaves every caption matchable from scene words only; 1 makes every fresh caption
+    fine-grained. None is the embedded mix, equal to :data:`DEFAULT_DETAIL`; the first caption
+    is always scene-only, as RSICD's first sentences mostly are.
+    """
+    check_detail(detail)
     if domain == "target":
-        return _target_captions(scene, rng)
+        return _target_captions(scene, rng, detail)
     options = _source_captions(scene)
     # Two generic captions and three single-attribute ones, so every source image teaches the
     # class name and a few attribute words.
