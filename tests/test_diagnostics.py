@@ -118,8 +118,8 @@ def test_gradient_ratio_on_a_two_parameter_toy_by_hand():
         # L = s (3a + 4b^2 + w^2): dL/da = 3s, dL/db = 8 b s = 8s at b = 1, so text/image = 8/3
         (scale * (3 * a + 4 * b ** 2 + w ** 2)).backward()
         callback.on_before_optimizer_step(None, toy, None)
-    assert toy.logged[0]["diag/grad_ratio_text_image"] == pytest.approx(8 / 3)
-    assert toy.logged[1]["diag/grad_norm_image"] == pytest.approx(6.0)
+    assert toy.logged[0]["diag/grad_ratio_text_image_step"] == pytest.approx(8 / 3)
+    assert toy.logged[1]["diag/grad_norm_image_step"] == pytest.approx(6.0)
     with torch.no_grad():
         a += 1.0  # 2 -> 3: the image tower moved by 1 from a norm of 2
     callback.on_train_epoch_end(None, toy)

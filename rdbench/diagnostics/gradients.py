@@ -66,6 +66,8 @@ class TowerGradients(L.Callback):
         self.counts: dict[str, int] = {}
         self.updates: dict[str, list[float]] = {t: [] for t in TOWERS}
         self._start: dict[str, list[torch.Tensor]] = {}
+        self._epoch_sums: dict[str, float] = {}
+        self._epoch_counts: dict[str, int] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         tower_of = getattr(pl_module.adapter, "tower_of", tower_by_name)
@@ -82,14 +84,20 @@ class TowerGradients(L.Callback):
         for key, value in values.items():
             if value is None or not math.isfinite(value):
                 continue
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
-            logged[f"diag/{key}"] = value
-        if logged:
-            pl_module.log_dict(logged, on_step=True, on_epoch=True)
+            for sums, counts in ((self.sums, self.counts), (self._epoch_sums, self._epoch_counts)):
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+            logged[f"diag/{key}_step"] = value
+        # Lightning's logging costs more than the norms on a small model: the step curve is
+        # logged only on the steps the logger writes (Lightning's own predicate, the same during
+        # this hook as when it writes the batch's metrics); the means cover every step.
+        connector = getattr(trainer, "_logger_connector", None)
+        if logged and (connector is None or connector.should_update_logs):
+            pl_module.log_dict(logged, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        logged = {}
+        logged = {f"diag/{k}_epoch": self._epoch_sums[k] / n for k, n in self._epoch_counts.items() if n}
+        self._epoch_sums, self._epoch_counts = {}, {}
         for tower, before in self._start.items():
             after = self.groups[tower]
             start = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
