@@ -242,7 +242,7 @@ def test_the_committed_report_is_the_generated_one():
     text = (ROOT / "docs" / "performance.md").read_text()
     assert text.startswith(report.HEADER)
     for name in ("PEFT step time", "PEFT peak training memory", "Frozen backbone under CMAA",
-                 "Framework overhead, ViT-B-32", "Evaluation metric, RSICD test geometry", "Frozen-feature cache",
+                 "Framework overhead, ViT-B-32", "Diagnostics cost, ViT-B-32", "Evaluation metric, RSICD test geometry", "Frozen-feature cache",
                  "Data loading"):
         assert f"### {name}" in text, name
     gpu = text[text.index(report.GPU_HEADING):]
