@@ -121,15 +121,11 @@ def test_every_record_carries_its_diagnostics(finished):
         train = recs[name]["diagnostics"]["train"]
         assert train["grad_ratio_text_image"] > 0 and train["grad_norm_image"] > 0 and train["grad_norm_text"] > 0
         assert train["update_image"] > 0 and train["update_text"] > 0
-        assert train["steps_measured"] == rec_steps(recs[name])
+        assert train["steps_measured"] == int(recs[name]["train"]["steps"])
     # the curves the plots read (per step every log_every_n_steps = 10 steps; this run has 7, so
     # per epoch only) and the validation geometry per epoch
     header = (finished[1] / "e2e" / "bottleneck" / "seed0" / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "diag/grad_ratio_text_image_epoch" in header and "diag/val_modality_gap" in header
-
-
-def rec_steps(rec: dict) -> int:
-    return int(rec["train"]["steps"])
 
 
 def test_compare_shows_diagnostics_and_plots_them(finished, tmp_path, capsys):

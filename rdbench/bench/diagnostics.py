@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from rdbench.bench.common import Figure, Settings, build_module, interleave, median, paired_ratio, random_batch
 from rdbench.bench.overhead import lightning_round, tiny_batch
@@ -27,14 +28,14 @@ def compare(module, batch, rounds: int, warmup: int, steps: int) -> dict[str, li
 
     count = {"with": 0, "without": 0}
     with tempfile.TemporaryDirectory(prefix="rdbench-bench-") as tmp:
-        def run(name: str, callbacks: tuple):
-            def measure() -> list[float]:
+        def rounds_of(name: str, callbacks: Callable[[], tuple]) -> Callable[[], list[float]]:
+            def measure() -> list[float]:  # a fresh callback per round, as a run has
                 count[name] += 1
-                return lightning_round(module, batch, warmup, steps, Path(tmp) / f"{name}{count[name]}", callbacks)
+                return lightning_round(module, batch, warmup, steps, Path(tmp) / f"{name}{count[name]}", callbacks())
             return measure
 
-        return interleave({"with": lambda: run("with", (TowerGradients(),))(),
-                           "without": run("without", ())}, rounds)
+        return interleave({"with": rounds_of("with", lambda: (TowerGradients(),)),
+                           "without": rounds_of("without", tuple)}, rounds)
 
 
 def figures(settings: Settings) -> list[Figure]:
