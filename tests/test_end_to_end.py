@@ -137,3 +137,43 @@ def test_compare_shows_diagnostics_and_plots_them(finished, tmp_path, capsys):
         assert header in table
     written = {p.name for p in (tmp_path / "fig").iterdir()}
     assert {"e2e-gradient-ratio.png", "e2e-gap-mR.png"} <= written
+
+
+def test_final_validation_is_the_selected_epochs_and_equals_encoding_the_split_again(tmp_path):
+    """The record's val metrics come from the validation loop's evaluation of the selected
+    checkpoint (nothing encodes val a second time); encoding val again from that checkpoint, in a
+    fresh model and Trainer, gives exactly the same numbers."""
+    import lightning as L
+
+    from rdbench.resolution.run import resolve_config
+    from rdbench.training import execute as execute_module
+    from rdbench.training.assemble import assemble
+    from rdbench.training.evaluate import evaluate
+
+    suite = tmp_path / "v.yaml"
+    suite.write_text(("suite: v\ndefaults:\n" + TINY_DEFAULTS + "  seeds: [0]\nruns:\n"
+                      "  b: {{adapter: {{name: adapter/bottleneck, bottleneck: 4}}, trainer: {{max_epochs: 3}}}}\n"
+                      ).format(root=tmp_path / "data"))
+    encoded: list[str] = []
+    real = execute_module.evaluate
+
+    def counting(trainer, module, data, split, **kw):
+        encoded.append(split)
+        return real(trainer, module, data, split, **kw)
+
+    execute_module.evaluate = counting
+    try:
+        assert main(["run", str(suite), "--results", str(tmp_path / "r")]) == 0
+    finally:
+        execute_module.evaluate = real
+    assert encoded == ["test"]
+    folder = tmp_path / "r" / "v" / "b" / "seed0"
+    record = json.loads((folder / "record.json").read_text())
+    run = resolve_config(yaml.safe_load((folder / "config.yaml").read_text()), folder / "config.yaml")
+    parts = assemble(run)
+    state = torch.load(folder / record["selection"]["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    parts.module.load_state_dict(state, strict=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    again = evaluate(trainer, parts.module, parts.data, "val")
+    assert {f"val/{k}": v for k, v in again.metrics.items()} == {k: v for k, v in record["metrics"].items() if k.startswith("val/")}
+    assert record["metrics"]["val/mR"] == pytest.approx(record["selection"]["best_score"])

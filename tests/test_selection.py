@@ -200,3 +200,45 @@ def test_trials_are_seeded_and_reproducible(tmp_path, monkeypatch):
     second = selection.select(run, tmp_path / "r2", echo=lambda line: None)
     assert seen == lrs_first and first.chosen == second.chosen
     assert all(3.0e-4 <= lr <= 1.0e-2 for lr in seen)  # the adapter family's range
+
+
+def test_a_selection_held_elsewhere_is_put_off_and_the_suite_goes_on(tmp_path, monkeypatch):
+    """With --jobs N, a process that finds a candidate of run a training in another process
+    goes on with run b instead of waiting, and comes back to a once the candidate is free."""
+    from rdbench.atomic import write_yaml
+    from rdbench.results.lock import RunLock
+    from rdbench.training import runner
+
+    order: list[str] = []
+    holder: list[RunLock] = []
+
+    def fake_execute(run, folder, fresh=False, extra_callbacks=(), purpose="run", search=None, trained_in=None):
+        order.append(f"{run.plan.run}/seed{run.seed}")
+        if run.plan.run.startswith("b/") and holder:  # the other process finishes meanwhile
+            holder.pop().release()
+        record = Record(suite="sel", run=run.plan.run, run_index=0, seed=run.seed, status="success",
+                        metrics={"val/mR": 10.0, "test/mR": 10.0}, purpose=purpose,
+                        cost={"trainable_params": 1, "backbone_params": 1},
+                        selection={"monitor": "val/mR", "best_score": 10.0, "checkpoint": None})
+        write_yaml(folder / "config.yaml", run.config())
+        record.write(folder)
+        return record
+
+    monkeypatch.setattr(selection, "execute", fake_execute)
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    monkeypatch.setattr(runner, "WAIT_POLL_S", 0.01)
+    path = write_suite(tmp_path, "  a: {adapter: {name: adapter/bottleneck, bottleneck: 4}}\n"
+                                 "  b: {adapter: {name: adapter/bottleneck, bottleneck: 8}}\n",
+                       "{grid: {optimizer.lr: [1.0e-3, 3.0e-3]}}", seeds="[0, 1]")
+    results = tmp_path / "results"
+    lock = RunLock(results / "sel" / "a" / "select" / "c1" / "seed0")
+    assert lock.acquire()  # "another process" trains a's second candidate
+    holder.append(lock)
+    lines: list[str] = []
+    outcome = runner.run_suite(path, results=results, echo=lines.append)
+    assert outcome.done == 4 and outcome.failed == 0, lines
+    # b's candidates and seeds ran while a's candidate was held; a's seeds came after.
+    assert order.index("b/select/c0/seed0") < order.index("a/select/c1/seed0") < order.index("a/seed1")
+    assert order.index("b/seed1") < order.index("a/seed1")
+    assert order.count("a/select/c0/seed0") == 1  # read back when a was asked again, not rerun
+    assert sum("training in another process" in line for line in lines) == 1

@@ -53,7 +53,8 @@ class QueryHits:
 
     Row k is K = 1, 5, 10; the mean over queries of these equals the seed-mean recall.
     ``seed_i2t`` (seeds, 3, images) and ``seed_t2i`` keep each seed's hits for the two-level
-    bootstrap (None when built from averages only).
+    bootstrap (None when built from averages only); ``seed_ids`` names the training seed of each
+    (None when unknown), so that two runs trained at the same seeds can be resampled by seed.
     """
 
     i2t: np.ndarray
@@ -61,6 +62,7 @@ class QueryHits:
     seeds: int
     seed_i2t: np.ndarray | None = None
     seed_t2i: np.ndarray | None = None
+    seed_ids: tuple[int, ...] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -82,8 +84,9 @@ def _ranks(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("has ranks that are not integers") from None
 
 
-def load_hits(paths) -> QueryHits:
-    """Average the hit indicators of the rank files ``paths`` (one per seed of a run).
+def load_hits(paths, seed_ids=None) -> QueryHits:
+    """Average the hit indicators of the rank files ``paths`` (one per seed of a run);
+    ``seed_ids``, when given, are the training seeds of those files, in the same order.
 
     Raises ValueError naming the first unusable file: a bootstrap over a partial set of seeds
     would test a different number than the table shows.
@@ -104,7 +107,12 @@ def load_hits(paths) -> QueryHits:
         hits = [np.stack([(r < k) for k in KS]).astype(np.float64) for r in (i2t, t2i)]
         per_seed.append(hits)
     seed_i2t, seed_t2i = (np.stack([h[j] for h in per_seed]) for j in (0, 1))
-    return QueryHits(seed_i2t.mean(axis=0), seed_t2i.mean(axis=0), len(paths), seed_i2t, seed_t2i)
+    ids = None
+    if seed_ids is not None:
+        ids = tuple(int(s) for s in seed_ids)
+        if len(ids) != len(paths):
+            raise ValueError(f"{paths[0]}: {len(ids)} seed numbers for {len(paths)} rank files")
+    return QueryHits(seed_i2t.mean(axis=0), seed_t2i.mean(axis=0), len(paths), seed_i2t, seed_t2i, ids)
 
 
 @dataclass(frozen=True)
@@ -154,13 +162,15 @@ Z_80 = 0.8416212335729143
 
 @dataclass(frozen=True)
 class BootResult:
-    """One metric's two-level bootstrap: point delta, 95% percentile interval, two-sided p, SE."""
+    """One metric's two-level bootstrap: point delta, 95% percentile interval, two-sided p, SE;
+    ``paired_seeds`` when the two runs' seeds were resampled together (:func:`seed_pairing`)."""
 
     delta: float
     low: float
     high: float
     p: float
     se: float
+    paired_seeds: bool = False
 
     @property
     def mdd(self) -> float:
@@ -188,6 +198,26 @@ def _query_counts(rng, q: int, n: int) -> np.ndarray:
     """(n, q) counts of the q queries drawn with replacement, as float32: counts and their sums
     over 0/1 hits are small integers, exact in float32, which halves the matrix products' cost."""
     return _draw_counts(rng, q, n).astype(np.float32)
+
+
+def seed_pairing(a: QueryHits, b: QueryHits) -> np.ndarray | None:
+    """For each of b's seeds, the index of a's seed with the same number, when the two runs
+    trained exactly the same seed numbers (each once); else None.
+
+    A training seed fixes more than noise in one run: in rdbench it fixes the order of the
+    training batches, the augmentations and the initial random state, the same for every run of
+    a suite. Two runs at seed s thus share part of their luck, as two runs scored on the same
+    test query share its difficulty. Resampling the seeds of both runs together (a paired, or
+    blocked, design: Bouthillier et al., MLSys 2021, "Accounting for variance in machine learning
+    benchmarks") removes that shared part from the difference; when the runs share nothing it
+    leaves the variance as it was. Runs with different seed sets are resampled independently.
+    """
+    if a.seed_ids is None or b.seed_ids is None or len(a.seed_ids) != len(b.seed_ids):
+        return None
+    if len(set(a.seed_ids)) != len(a.seed_ids) or set(a.seed_ids) != set(b.seed_ids):
+        return None
+    where = {s: i for i, s in enumerate(a.seed_ids)}
+    return np.array([where[s] for s in b.seed_ids])
 
 
 def _per_seed(h: QueryHits) -> list[np.ndarray]:
@@ -237,22 +267,25 @@ def _bootstrap_group(pairs, shape, n_boot: int, seed: int, chunk: int) -> list[d
     query_rng = np.random.default_rng(seed)
     seed_rngs = [np.random.default_rng([seed, 1]) for _ in pairs]
     replicates = [np.empty((6, n_boot)) for _ in pairs]
+    matches = [seed_pairing(a, b) for a, b in pairs]
     for start in range(0, n_boot, chunk):
         n = min(chunk, n_boot - start)
         # (n, columns): each run's per-seed recall sums under this chunk's query counts.
         sums = [(_query_counts(query_rng, shape[d], n) @ hits_t[d]).astype(np.float64) / shape[d]
                 for d in (0, 1)]
-        for (a, b), rng, reps in zip(pairs, seed_rngs, replicates):
+        for (a, b), rng, reps, match in zip(pairs, seed_rngs, replicates, matches):
             (ca, na), (cb, nb) = where[id(a)], where[id(b)]
-            wa, wb = _seed_weights(rng, na, n), _seed_weights(rng, nb, n)
+            wa = _seed_weights(rng, na, n)
+            wb = wa[:, match] if match is not None else _seed_weights(rng, nb, n)
             for d in (0, 1):
                 ra = np.einsum("ns,nsk->kn", wa, sums[d][:, ca:ca + 3 * na].reshape(n, na, 3))
                 rb = np.einsum("ns,nsk->kn", wb, sums[d][:, cb:cb + 3 * nb].reshape(n, nb, 3))
                 reps[3 * d:3 * d + 3, start:start + n] = (ra - rb) * 100.0
-    return [_results(a, b, reps, n_boot) for (a, b), reps in zip(pairs, replicates)]
+    return [_results(a, b, reps, n_boot, match is not None) for (a, b), reps, match in zip(pairs, replicates, matches)]
 
 
-def _results(a: QueryHits, b: QueryHits, replicates: np.ndarray, n_boot: int) -> dict[str, BootResult]:
+def _results(a: QueryHits, b: QueryHits, replicates: np.ndarray, n_boot: int,
+             paired_seeds: bool = False) -> dict[str, BootResult]:
     replicates = np.vstack([replicates, replicates.mean(axis=0, keepdims=True)])
     point = np.concatenate([(ha.mean(axis=0) - hb.mean(axis=0)).mean(axis=-1)
                             for ha, hb in zip(_per_seed(a), _per_seed(b))]) * 100.0
@@ -265,7 +298,7 @@ def _results(a: QueryHits, b: QueryHits, replicates: np.ndarray, n_boot: int) ->
         tail = min(np.mean(rep <= tol), np.mean(rep >= -tol))
         pval = float(np.clip(2.0 * tail, 1.0 / n_boot, 1.0))
         se = float(rep.std(ddof=1)) if n_boot > 1 else 0.0
-        out[name] = BootResult(float(p), float(low), float(high), pval, se)
+        out[name] = BootResult(float(p), float(low), float(high), pval, se, paired_seeds)
     return out
 
 
@@ -273,7 +306,8 @@ def two_level_bootstrap(a: QueryHits, b: QueryHits, n_boot: int = 1000, seed: in
                         chunk: int = 1000) -> dict[str, BootResult]:
     """Two-level bootstrap of metric(a) - metric(b) in points, for the seven test metrics.
 
-    Each replicate draws a's seeds and b's seeds with replacement (independently), then the
+    Each replicate draws a's seeds and b's seeds with replacement (together, by seed number, when
+    both runs trained the same seeds: :func:`seed_pairing`; independently otherwise), then the
     image queries and the caption queries with replacement (independently of each other, the
     same indices for a and b: paired by query), and takes the difference of the resampled
     means; mR is the mean of the six resampled recalls. The interval is the 95% percentile

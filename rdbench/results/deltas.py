@@ -57,7 +57,7 @@ def _hits(pairs: list[tuple], warnings: list[str]) -> dict[int, tuple]:
     def load(r):
         if r.label not in cache:
             try:
-                cache[r.label] = stats.load_hits(_ranks_paths(r))
+                cache[r.label] = stats.load_hits(_ranks_paths(r), r.data.get("chosen_seeds"))
             except ValueError as exc:
                 warnings.append(f"{exc}; no bootstrap for {r.data['suite']}/{r.label}")
                 cache[r.label] = None
@@ -166,11 +166,14 @@ def test_footnotes(table: SuiteTable, n_boot: int | None, seed: int) -> list[str
     texts = {"welch": ("Welch's t-test across seeds (no per-query ranks, 3 or more seeds in both runs; "
                        "two-sided p)"),
              "bootstrap": (f"two-level bootstrap over seeds and test queries (seeds resampled per run, "
-                           f"queries resampled paired; B = {b or 0:,} resamples, seed {seed}; two-sided p)")}
+                           f"queries resampled paired; B = {b or 0:,} resamples, seed {seed}; two-sided p)"),
+             "bootstrap-paired": (f"two-level bootstrap over seeds and test queries (both runs trained the same "
+                                  f"seeds: seeds resampled together by seed number, queries resampled paired; "
+                                  f"B = {b or 0:,} resamples, seed {seed}; two-sided p)")}
     groups: dict[str, list[str]] = {}
     untested: dict[str, list[str]] = {}  # reason -> "row: columns"
     for row in table.rows:
-        for test in sorted({d.test for d in row.deltas.values() if d.test}):
+        for test in sorted({d.test + ("-paired" if d.paired_seeds else "") for d in row.deltas.values() if d.test}):
             groups.setdefault(test, []).append(row.label)
         skipped: dict[str, list[str]] = {}
         for key, d in row.deltas.items():
@@ -179,7 +182,7 @@ def test_footnotes(table: SuiteTable, n_boot: int | None, seed: int) -> list[str
         for why, headers in skipped.items():
             untested.setdefault(why, []).append(f"{row.label} ({', '.join(headers)})")
     lines = [f"Test for {', '.join(labels)}: {texts[test]}." for test, labels in groups.items()]
-    if "bootstrap" in groups:
+    if "bootstrap" in groups or "bootstrap-paired" in groups:
         note = _resamples_note(table, n_boot)
         lines += [note] if note else []
     lines += [f"Not tested, {why}: {'; '.join(items)}." for why, items in untested.items()]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from rdbench.results.bootstrap import (  # noqa: F401  (re-exported: the one place callers import from)
     ALPHA, BOOTSTRAP_METRICS, KS, MAX_RESAMPLES, MIN_RESAMPLES, RESAMPLE_FACTOR, TEST_RECALLS, Z_80,
     Z_975, BootResult, Interval, QueryHits, auto_resamples, load_hits, paired_bootstrap,
-    resamples_needed, two_level_bootstrap, two_level_bootstraps,
+    resamples_needed, seed_pairing, two_level_bootstrap, two_level_bootstraps,
 )
 
 
@@ -126,6 +126,7 @@ class Delta:
     why_untested: str | None = None
     p_holm: float | None = None
     se: float | None = None  # bootstrap standard error of the delta (points)
+    paired_seeds: bool = False  # the bootstrap resampled both runs' seeds together
 
 
 def test_kind(column: str, delta: float | None, n_values: int, n_base_values: int,
@@ -155,7 +156,8 @@ def choose_delta(column: str, delta: float | None, values, base_values,
         return Delta(None, why_untested="no value")
     if kind == "bootstrap":
         r = boot[column]
-        return Delta(delta, "bootstrap", r.p < ALPHA, p=r.p, low=r.low, high=r.high, se=r.se)
+        return Delta(delta, "bootstrap", r.p < ALPHA, p=r.p, low=r.low, high=r.high, se=r.se,
+                     paired_seeds=r.paired_seeds)
     if kind == "welch":
         w = welch_ttest(values, base_values)
         return Delta(delta, "welch", w.p < ALPHA, p=w.p)

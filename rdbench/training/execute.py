@@ -213,14 +213,23 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     if trained_in is None:
         record.cost["train_time_s"] = round(time.perf_counter() - t0, 3)
         record.selection = {"monitor": run.selection.monitor, "best_score": None, "checkpoint": None}
+    selected = None  # the validation loop's evaluation of the selected checkpoint, if it ran here
     if checkpoint.best_model_path:
-        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state, strict=False)
+        saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(saved["state_dict"], strict=False)
         record.selection.update(best_score=float(checkpoint.best_model_score),
                                 checkpoint=str(Path(checkpoint.best_model_path).relative_to(folder)))
+        selected = module.val_evaluations.get(saved.get("global_step"))
     for split in ("val", "test") if test else ("val",):
-        # the test split also under each public evaluation code's tie handling (test@pir/mR, ...)
-        result = evaluate(trainer, module, data, split, lineages=split == "test")
+        if split == "val" and trained_in is not None and _took_over_val(trained_in, record):
+            continue
+        if split == "val" and selected is not None:
+            # The checkpoint holds the very weights this evaluation saw (it was saved right
+            # after it, on the same loader), so encoding the split again would repeat it.
+            result = selected
+        else:
+            # the test split also under each public evaluation code's tie handling (test@pir/mR, ...)
+            result = evaluate(trainer, module, data, split, lineages=split == "test")
         record.metrics.update({f"{split}/{k}": v for k, v in result.metrics.items()})
         for rule, values in result.lineages.items():
             record.metrics.update({f"{split}@{rule}/{k}": v for k, v in values.items()})
@@ -257,6 +266,19 @@ def _take_over(source: Path, folder: Path, record: Record) -> None:
     record.cost["train_time_s"] = done.cost.get("train_time_s")
     record.selection = {"best_score": done.selection.get("best_score"), "checkpoint": str(checkpoint),
                         "trained_in": os.path.relpath(source, folder)}
+
+
+def _took_over_val(source: Path, record: Record) -> bool:
+    """Copy the validation results of the candidate whose training the run took over: it
+    evaluated the same checkpoint on the same split. False when its record lacks them."""
+    done = Record.read(source / "record.json")
+    if done is None or "val" not in done.eval or "val/mR" not in done.metrics:
+        return False
+    record.metrics.update({k: v for k, v in done.metrics.items() if k.startswith("val/")})
+    record.eval["val"] = dict(done.eval["val"])
+    if "val" in done.diagnostics:
+        record.diagnostics["val"] = dict(done.diagnostics["val"])
+    return True
 
 
 def _peak_memory() -> tuple[int, str]:

@@ -32,7 +32,7 @@ from rdbench.adapters.base import Adapter
 from rdbench.evaluation import METRIC_NAMES
 from rdbench.losses.base import CompositeLoss, StepOutputs
 from rdbench.optim import Optimizer
-from rdbench.training.evaluate import split_evaluation
+from rdbench.training.evaluate import Evaluation, split_evaluation
 from rdbench.training.feature_cache import FeatureCache
 
 #: The geometry logged after every validation epoch (the record keeps all of it, once).
@@ -74,6 +74,9 @@ class RetrievalModule(L.LightningModule):
         self.features = features
         #: The split the predict loop encodes (set by rdbench.training.evaluate.evaluate).
         self.predict_split = "test"
+        #: The validation loop's evaluation after each optimiser step count it ran at: the run's
+        #: final validation metrics are those of its selected checkpoint, already computed here.
+        self.val_evaluations: dict[int, Evaluation] = {}
 
     # -- the two towers -------------------------------------------------------------------------
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -168,6 +171,8 @@ class RetrievalModule(L.LightningModule):
         result = split_evaluation(self._val_chunks, owner)
         metrics = result.metrics
         self._val_chunks = []
+        if not self.trainer.sanity_checking:
+            self.val_evaluations[self.trainer.global_step] = result
         self.log_dict({f"val/{m}": metrics[m] for m in METRIC_NAMES if m != "mR"})
         # the embeddings' geometry per epoch (rdbench.diagnostics.embedding), for the curves
         self.log_dict({f"diag/val_{k}": v for k, v in result.diagnostics.items() if k in DIAGNOSTIC_CURVES and v is not None})

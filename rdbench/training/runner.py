@@ -27,7 +27,7 @@ from rdbench.results.lock import RunLock
 from rdbench.results.references import geometry_note
 from rdbench.training.execute import execute, failed_record, is_rank_zero, unresolved_record
 from rdbench.training.run_state import NoLock, config_changes, is_done, run_dir
-from rdbench.training.selection import Outcome, SelectionFailed, select, trained_candidate
+from rdbench.training.selection import WAIT_POLL_S, Outcome, SelectionFailed, select, trained_candidate
 
 
 @dataclass
@@ -61,32 +61,50 @@ def run_suite(
     outcome = SuiteOutcome()
     started, eta, noted = time.perf_counter(), RunTimes(), set()
     chosen: dict[str, Outcome | SelectionFailed] = {}  # run name -> its selection, once per run
-    for i, run in enumerate(runs, 1):
+    said: set[str] = set()
+
+    def once(line: str) -> None:  # a deferred selection, asked again, reads its candidates back
+        if line not in said:
+            said.add(line)
+            echo(line)
+
+    def attempt(i: int, run) -> bool:
+        """Run one (run, seed); False when it must wait for a selection another process is
+        training (then the suite goes on and comes back to it)."""
         if isinstance(run, Unresolvable):  # a broken plugin fails its own runs, not the suite
             if leader:
                 unresolved_record(run).write(run_dir(Path(results), run.plan))
             echo(f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}: FAILED: {run.error}")
             outcome.failed += 1
-            continue
+            return True
         label = f"[{i}/{len(runs)}] {run.plan.suite}/{run.plan.label}"
         search, trained_in = None, None
         if run.select is not None:
             if run.plan.run not in chosen:
-                echo(f"{run.plan.suite}/{run.plan.run}: selecting {', '.join(run.select.space or run.select.grid)} "
+                once(f"{run.plan.suite}/{run.plan.run}: selecting {', '.join(run.select.space or run.select.grid)} "
                      f"on {run.select.metric} ({run.select.budget} candidates x {len(run.select.seeds)} seed(s))")
                 try:
-                    chosen[run.plan.run] = select(run, Path(results), echo)
+                    picked = select(run, Path(results), once, wait=False)
                 except SelectionFailed as exc:
-                    chosen[run.plan.run] = exc
+                    picked = exc
+                if picked is None:
+                    once(f"    {run.plan.run}: a candidate is training in another process; "
+                         "its seeds wait, the suite goes on")
+                    return False
+                chosen[run.plan.run] = picked
             picked = chosen[run.plan.run]
             if isinstance(picked, SelectionFailed):
                 if leader:
                     failed_record(run, str(picked)).write(run_dir(Path(results), run.plan))
                 echo(f"{label}: FAILED: {picked}")
                 outcome.failed += 1
-                continue
+                return True
             run, search = resolve_plan(with_values(run.plan, picked.chosen), path), picked.search
             trained_in = trained_candidate(run, picked, Path(results))
+        _execute_one(i, run, label, search, trained_in)
+        return True
+
+    def _execute_one(i: int, run: ResolvedRun, label: str, search, trained_in) -> None:
         folder = run_dir(Path(results), run.plan)
         if is_done(folder) and not overwrite:
             changed = config_changes(folder, run)
@@ -97,18 +115,18 @@ def run_suite(
             else:
                 echo(f"{label}: done already (skipped; --overwrite reruns it)")
                 outcome.skipped += 1
-            continue
+            return
         lock = RunLock(folder) if leader else NoLock()
         if not lock.acquire():
             holder = lock.holder() or {}
             echo(f"{label}: running in another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}); skipped")
             outcome.busy += 1
-            continue
+            return
         try:
             if is_done(folder) and not overwrite:  # finished by another process since we looked
                 echo(f"{label}: done already (skipped)")
                 outcome.skipped += 1
-                continue
+                return
             if lock.took_over_stale:
                 echo(f"{label}: took over the lock of a process that is gone (pid {lock.previous.get('pid')})")
             estimate = eta.estimate([r.plan.run for r in runs[i - 1:]])
@@ -118,6 +136,9 @@ def run_suite(
             eta.add(run.plan.run, time.perf_counter() - t0)
         finally:
             lock.release()
+        _report(record, trained_in)
+
+    def _report(record, trained_in) -> None:
         if record.resumed_from_step:
             echo(f"    resumed from step {record.resumed_from_step}")
         if trained_in is not None and record.status == "success":
@@ -133,6 +154,16 @@ def run_suite(
         else:
             outcome.failed += 1
             echo(f"    FAILED: {record.error}")
+
+    # Runs whose selection another process (--jobs, or a second user) is still training are put
+    # off, not waited for: this process goes on with the rest of the suite and comes back to
+    # them. It sleeps only when every remaining run waits.
+    pending = list(enumerate(runs, 1))
+    while pending:
+        deferred = [(i, run) for i, run in pending if not attempt(i, run)]
+        if len(deferred) == len(pending):
+            time.sleep(WAIT_POLL_S)
+        pending = deferred
     return outcome
 
 

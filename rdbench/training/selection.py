@@ -55,8 +55,13 @@ def candidate_plan(run: ResolvedRun, k: int, values: dict[str, Any], seed: int) 
     return RunPlan(plan.suite, plan.run, plan.run_index, seed, plan.config)
 
 
-def select(run: ResolvedRun, results: Path, echo: Callable[[str], None] = print) -> Outcome:
-    """Train ``run.select``'s candidates (or read them back) and return the chosen values."""
+def select(run: ResolvedRun, results: Path, echo: Callable[[str], None] = print,
+           wait: bool = True) -> Outcome | None:
+    """Train ``run.select``'s candidates (or read them back) and return the chosen values.
+
+    Without ``wait``, every candidate no other process holds is trained, and None is returned
+    when a candidate is still training elsewhere: the caller can do other work meanwhile and
+    ask again (what is done is read back, not retrained)."""
     spec = run.select
     assert spec is not None
     name = run.plan.run
@@ -66,10 +71,15 @@ def select(run: ResolvedRun, results: Path, echo: Callable[[str], None] = print)
         # First pass: train what no other process is training (--jobs N splits a grid this
         # way); second pass: wait for the candidates others held.
         first = [_score(run, k, values, len(candidates), results, echo, wait=False) for k, values in enumerate(candidates)]
+        if not wait and any(c is None for c in first):
+            return None
         scored = [c if c is not None else _score(run, k, values, len(candidates), results, echo)
                   for (k, values), c in zip(enumerate(candidates), first)]
     else:
-        scored = _trials(run, spec, results, echo)
+        trials = _trials(run, spec, results, echo, wait)
+        if trials is None:
+            return None
+        scored = trials
     done = [c for c in scored if c["score"] is not None]
     if not done:
         raise SelectionFailed(f"{name}: selection: every candidate failed ({scored[0]['status'] if scored else 'none ran'})")
@@ -111,7 +121,7 @@ def _same_training(folder: Path, run: ResolvedRun) -> bool:
     return all(key.split(".")[0] in ("run", "select") for key in config_changes(folder, run))
 
 
-def _trials(run: ResolvedRun, spec: SelectSpec, results: Path, echo) -> list[dict[str, Any]]:
+def _trials(run: ResolvedRun, spec: SelectSpec, results: Path, echo, wait: bool = True) -> list[dict[str, Any]] | None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # rdbench prints each candidate itself
@@ -120,7 +130,9 @@ def _trials(run: ResolvedRun, spec: SelectSpec, results: Path, echo) -> list[dic
     for k in range(spec.trials):
         trial = study.ask()
         values = sample(trial, spec.space)
-        result = _score(run, k, values, spec.trials, results, echo)
+        result = _score(run, k, values, spec.trials, results, echo, wait)
+        if result is None:  # held by another process (only without ``wait``)
+            return None
         scored.append(result)
         if result["score"] is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
