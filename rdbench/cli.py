@@ -12,28 +12,47 @@ import tempfile
 import sys
 from pathlib import Path
 
-from rdbench.errors import RdbenchError, RunFailed
+from rdbench.errors import Interrupted, RdbenchError, RunFailed
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _names(value: str) -> list[str]:
+    names = _csv(value)
+    if not names:  # an empty --only would otherwise mean "no filter": the whole suite
+        raise argparse.ArgumentTypeError(f"names no run ({value!r}); give comma-separated run names")
+    return names
+
+
 def _seeds(value: str) -> list[int]:
     try:
-        return [int(v) for v in _csv(value)]
+        seeds = [int(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {value!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"names no seed ({value!r}); give comma-separated integers")
+    return seeds
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (and where to find the usage) rather than the
+    whole usage block above it."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("rdbench").strip()
+        self.exit(2, f"rdbench: {command + ': ' if command else ''}{message} (see {self.prog} -h)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rdbench", description="PEFT benchmark for remote-sensing image-text retrieval.")
+    parser = _Parser(prog="rdbench", description="PEFT benchmark for remote-sensing image-text retrieval.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def suite_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("suite", help="suite YAML file")
-        p.add_argument("--only", type=_csv, help="comma-separated run names")
+        p.add_argument("--only", type=_names, help="comma-separated run names")
         p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (replaces the suite's)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a slot, e.g. trainer.max_epochs=1 or runs.full.optimizer.lr=1e-5")
@@ -132,16 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from rdbench.suite import parse_set
+    from rdbench.training.interrupt import stop_on_signals
     from rdbench.training.runner import run_suite
 
     results = Path(args.results)
     _check_writable(results)
     if args.jobs < 1:
         raise RdbenchError(f"--jobs must be at least 1, got {args.jobs}")
-    workers = start_workers(args) if args.jobs > 1 else []
-    outcome = run_suite(args.suite, results=results, only=args.only, seeds=args.seeds,
-                        overrides=parse_set(args.overrides), overwrite=args.overwrite, quick=args.quick)
-    failed_workers = sum(w.wait() != 0 for w in workers)
+    with stop_on_signals():
+        workers = start_workers(args) if args.jobs > 1 else []
+        try:
+            outcome = run_suite(args.suite, results=results, only=args.only, seeds=args.seeds,
+                                overrides=parse_set(args.overrides), overwrite=args.overwrite, quick=args.quick)
+        except Interrupted as stop:
+            for worker in workers:  # a scheduler may have signalled this process alone
+                if worker.poll() is None:
+                    worker.send_signal(stop.signum)
+            for worker in workers:
+                worker.wait()
+            raise
+        failed_workers = sum(w.wait() != 0 for w in workers)
     changed = f", {outcome.changed} changed since their records (not rerun)" if outcome.changed else ""
     print(f"{outcome.done} run(s) done, {outcome.skipped} skipped, {outcome.failed} failed{changed}; records in {results}/"
           + (f" ({len(workers)} more worker process(es), {failed_workers} reporting failures)" if workers else ""))
@@ -370,7 +399,10 @@ COMMANDS = {"tune": cmd_tune, "run": cmd_run, "validate": cmd_validate, "reprodu
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (printed, exit 2) or --help (exit 0)
+        return exc.code if isinstance(exc.code, int) else 2
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     if os.environ.get("RDBENCH_THREADS"):  # a --jobs worker's share of the CPU
         import torch
@@ -386,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rdbench: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as exc:  # SIGTERM or SIGINT (rdbench.training.interrupt)
+        print(f"rdbench: {exc}; the same command resumes", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -41,7 +41,31 @@ SLOTS = (*COMPONENT_SLOTS, *PLAIN_SLOTS)
 SUITE_KEYS = ("suite", "description", "defaults", "runs", "search", "quick")
 #: What ``--quick`` adds to a suite's name: its records live apart from the full suite's.
 QUICK_SUFFIX = "-quick"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # whole names only: used with fullmatch
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"duplicate key {key!r} at line {line}")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last
+    silently, so a run pasted twice under ``runs:`` would vanish without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader says so
+                duplicate = False
+            if duplicate:
+                raise DuplicateKey(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
 
 
 def read_yaml(path: Path) -> Any:
@@ -54,7 +78,9 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({exc})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}: line {exc.line}: duplicate key {exc.key!r} (the earlier one would be dropped)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -103,7 +129,7 @@ def load_suite(path: str | Path, quick: bool = False) -> Suite:
     if unknown:
         raise ConfigError(f"{path}: unknown suite key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(SUITE_KEYS)}")
     name = data.get("suite")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{path}: `suite` must be a name of letters, digits, '-', '_' or '.'")
     defaults = data.get("defaults") or {}
     runs = data.get("runs") or {}
@@ -113,7 +139,7 @@ def load_suite(path: str | Path, quick: bool = False) -> Suite:
         raise ConfigError(f"{path}: `runs` must be a non-empty mapping of run name to the slots it changes")
     _check_slots(path, "defaults", defaults)
     for run, patch in runs.items():
-        if not isinstance(run, str) or not _NAME.match(run):
+        if not isinstance(run, str) or not _NAME.fullmatch(run):
             raise ConfigError(f"{path}: run name {run!r} must be letters, digits, '-', '_', '+' or '.'")
         if patch is None:
             runs[run] = patch = {}
@@ -249,6 +275,11 @@ def expand(
             run_seeds = [run_seeds]
         if not isinstance(run_seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in run_seeds):
             raise ConfigError(f"{suite.path}: run {run!r}: `seeds` must be a list of integers, got {run_seeds!r}")
+        bad = [s for s in run_seeds if not 0 <= s < 2 ** 32]
+        if bad:  # what numpy and Lightning's seed_everything accept
+            raise ConfigError(f"{suite.path}: run {run!r}: seed {bad[0]} is out of range (0 to 2**32 - 1)")
+        if not run_seeds:
+            raise ConfigError(f"{suite.path}: run {run!r}: `seeds` is empty: nothing would run")
         for seed in run_seeds:
             config_at_seed = copy.deepcopy(config)
             config_at_seed["seeds"] = [seed]

@@ -146,6 +146,8 @@ def load_state(model: nn.Module, path: Path, architecture: str) -> None:
         raise DataError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise DataError(f"{path}: holds a {type(state).__name__}, not a state dict of named tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]

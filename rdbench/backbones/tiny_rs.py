@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdbench.atomic import atomic_path
+from rdbench.cache_files import record_digest, trusted
 from rdbench.backbones.base import Backbone, file_sha256, load_state
 from rdbench.openclip import create_model, open_clip
 from rdbench.registry import register
@@ -93,7 +94,7 @@ class TinyRSBackbone(Backbone):
 
     def build_model(self) -> nn.Module:
         path = self.weights_path
-        if not path.is_file():
+        if not trusted(path, "tiny-rs weights"):  # absent, damaged or unverifiable: built again
             pretrain(self, path)
         model = create_model(ARCHITECTURE, pretrained=None)
         load_state(model, path, ARCHITECTURE)
@@ -153,4 +154,5 @@ def pretrain(backbone: TinyRSBackbone, path: Path) -> None:
         bar.set_postfix(loss=f"{loss.item():.3f}")
     with atomic_path(path) as tmp:  # a temporary file beside it, fsynced, renamed into place
         torch.save(model.state_dict(), tmp)
+    record_digest(path)
     print(f"tiny-rs ready in {time.perf_counter() - started:.0f}s, sha256 {file_sha256(path)[:16]}", flush=True)

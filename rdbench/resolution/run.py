@@ -237,6 +237,10 @@ def _trainer_params() -> dict[str, inspect.Parameter]:
     return dict(list(inspect.signature(L.Trainer.__init__).parameters.items())[1:])
 
 
+#: Lightning's accelerator names (a plugin may pass an Accelerator object instead of a name).
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps", "tpu", "hpu", "xla")
+
+
 def check_trainer(values: dict[str, Any]) -> dict[str, Any]:
     """Lightning Trainer arguments, checked against ``Trainer.__init__``; defaults filled in."""
     if not isinstance(values, dict):
@@ -253,6 +257,12 @@ def check_trainer(values: dict[str, Any]) -> dict[str, Any]:
         if key in ("max_epochs", "max_steps", "min_epochs", "log_every_n_steps", "accumulate_grad_batches", "check_val_every_n_epoch"):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ConfigError(f"trainer: {key} must be an integer, got {value!r}")
+            # Lightning's own "unlimited" is -1 for max_epochs and max_steps; nothing else may be negative
+            lowest = -1 if key in ("max_epochs", "max_steps") else (0 if key in ("min_epochs", "log_every_n_steps") else 1)
+            if value is not None and value < lowest:
+                raise ConfigError(f"trainer: {key} must be at least {lowest}, got {value}")
+        if key == "accelerator" and isinstance(value, str) and value not in ACCELERATORS:
+            raise ConfigError(f"trainer: unknown accelerator {value!r}; one of {', '.join(ACCELERATORS)}")
         if key.startswith("limit_") and not isinstance(value, (int, float)):
             raise ConfigError(f"trainer: {key} must be a number, got {value!r}")
     return {**TRAINER_DEFAULTS, **values, **TRAINER_FIXED}

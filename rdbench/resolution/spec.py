@@ -15,6 +15,7 @@ import difflib
 import functools
 import inspect
 import json
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -137,13 +138,36 @@ def resolve(spec: Any, kind: str, *, partial: bool = False) -> Resolved:
         args = _merge_args(entry.args, args)  # a built-in's registered spec defaults
         cls = entry.load()
     else:
-        cls = import_class_path(class_path)
+        cls = _contract_class(class_path, kind)
         key = getattr(cls, "registry_key", None)
         if key is not None:
             entry = REGISTRY.get(key)
             source = entry.source
             args = _merge_args(entry.args, args)
     return _check(cls, kind, key, source, args, partial)
+
+
+def _contract_class(class_path: str, kind: str) -> type:
+    """The class a ``class_path`` names, if it implements ``kind``'s contract.
+
+    A suite is code its user chooses to run, but a slot runs only components: ``os.system`` or
+    ``subprocess.run`` in an adapter slot is refused before anything is imported (a component
+    never lives in Python's standard library, whose modules may act on import), and whatever
+    else is imported must be a subclass of the kind's contract class before it is called
+    (docs/reliability.md, "Trust model")."""
+    slot = f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+    top = class_path.split(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        raise ConfigError(f"class_path {class_path!r} names Python's standard library; {slot} slot takes "
+                          f"a subclass of rdbench's {kind} contract")
+    REGISTRY.entries(kind)  # the component packages define the kinds' contracts on import
+    contract = REGISTRY.contract(kind)
+    cls = import_class_path(class_path)
+    if contract is not None and not (isinstance(cls, type) and issubclass(cls, contract)):
+        what = f"class {cls.__name__}" if isinstance(cls, type) else f"a {type(cls).__name__}, not a class"
+        raise ConfigError(f"class_path {class_path!r} is {what}; {slot} slot takes a subclass of "
+                          f"{contract.__module__}.{contract.__qualname__}")
+    return cls
 
 
 def _normalise(spec: Any, kind: str) -> tuple[str | None, str | None, dict[str, Any]]:

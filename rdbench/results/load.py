@@ -116,6 +116,28 @@ def _flatten(record: Record) -> dict:
     return row
 
 
+def _fits_the_table(row: dict) -> None:
+    """Raise ValueError when a field's value cannot sit in the table's column (a 20-digit seed
+    in an Int64 column, say): that record is skipped with a warning, the others are compared."""
+    try:
+        pl.DataFrame([{k: row[k] for k in _BASE_SCHEMA if k in row}],
+                     schema={k: t for k, t in _BASE_SCHEMA.items() if k in row})
+        pl.DataFrame([{k: v for k, v in row.items() if k.startswith("value:")}],
+                     schema={k: pl.Float64 for k in row if k.startswith("value:")})
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"a field's value does not fit the table ({first})") from None
+
+
+def countable(record: Record) -> bool:
+    """Whether ``rdbench compare`` would count ``record`` (``rdbench run`` skips only those)."""
+    try:
+        _fits_the_table(_flatten(record))
+    except ValueError:
+        return False
+    return True
+
+
 def _record_paths(roots: list[Path]) -> list[Path]:
     """Every ``record.json`` below the folders, each file once (folders may overlap)."""
     seen: dict[Path, Path] = {}
@@ -152,6 +174,7 @@ def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, l
             continue
         try:
             row = _flatten(Record.from_json(data))
+            _fits_the_table(row)
         except ValueError as exc:
             warnings.append(f"{path}: {exc}; skipped")
             continue
@@ -169,7 +192,7 @@ def load_records(results_dir, suite: str | None = None) -> tuple[pl.DataFrame, l
         rows[ident] = row
     if not rows:
         raise RdbenchError(f"{root}: no usable record.json found"
-                           + (f" ({len(warnings)} skipped, see warnings)" if warnings else ""))
+                           + (f" ({len(warnings)} skipped; the first: {warnings[0]})" if warnings else ""))
     suites = sorted({r["suite"] for r in rows.values()})
     if suite is not None and suite not in suites:
         raise RdbenchError(f"{root}: no records for suite '{suite}' "

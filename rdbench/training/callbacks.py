@@ -8,8 +8,8 @@ import lightning as L
 
 
 class ResumableCheckpoint(L.Callback):
-    """Keep ``last.ckpt`` fresh for resuming: every ``every_n_steps`` optimiser steps and at the end
-    of each training epoch. The trainer's checkpoint IO
+    """Keep ``last.ckpt`` fresh for resuming: every ``every_n_steps`` optimiser steps, at the end
+    of each training epoch, and at the step a stop signal arrives in. The trainer's checkpoint IO
     (:class:`~rdbench.training.checkpoint_io.AtomicCheckpointIO`) writes it to a temporary file,
     fsyncs and renames it, so a crash mid-write leaves the previous checkpoint intact. What goes in
     is pruned by ``RetrievalModule.on_save_checkpoint``: the trainable tensors and the optimiser
@@ -24,6 +24,10 @@ class ResumableCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step and trainer.global_step % self.every == 0:
+            self._save(trainer)
+        elif trainer.received_sigterm and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            # asked to stop (rdbench.training.interrupt): Lightning raises after this batch, so
+            # this optimiser step is the last one to resume from
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

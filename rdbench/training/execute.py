@@ -16,6 +16,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -25,14 +26,16 @@ from typing import Any
 
 import torch
 import yaml
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from rdbench.atomic import write_json, write_yaml
+from rdbench.atomic import replace_file, write_json, write_yaml
 from rdbench.data.table import table_fingerprint
 from rdbench.errors import RdbenchError
 from rdbench.resolution.run import ResolvedRun, Unresolvable
 from rdbench.results.record import CONFIG_FILE, RANKS_FILE, Record, code_version, now, package_versions
 from rdbench.training.assemble import Assembly, assemble
 from rdbench.training.evaluate import evaluate
+from rdbench.training.interrupt import Interrupted, StopAtStep, received
 
 #: Optimiser steps between resumable checkpoints (and one at every epoch's end).
 CHECKPOINT_EVERY = 50
@@ -104,6 +107,17 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
         record.status = "success"
         if writer:
             (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
+    except (Interrupted, SIGTERMException) as exc:
+        # a stop signal (rdbench.training.interrupt): the record says so, and the suite stops
+        signum = exc.signum if isinstance(exc, Interrupted) else (received() or signal.SIGTERM)
+        record.status = "interrupted"
+        step = getattr(exc, "rdbench_step", None)
+        record.error = f"interrupted by {signal.Signals(signum).name}" + (f" at step {step}" if step is not None else "")
+        record.finished_at = now()
+        if writer:
+            record.write(folder)
+        raise Interrupted(signum, f"during {run.plan.suite}/{run.plan.label}"
+                          + (f" (step {step}, checkpointed)" if step else "")) from None
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # any failure of one run is recorded; the suite goes on
@@ -140,13 +154,29 @@ def quiet_lightning():
 
 
 def _resumable(folder: Path, config: dict[str, Any]) -> Path | None:
-    """The last checkpoint of an interrupted attempt at this very config, if any."""
+    """The last checkpoint of an interrupted attempt at this very config, if any.
+
+    A checkpoint that cannot be loaded (a disk that filled, a copy cut short) is set aside as
+    ``last.ckpt.corrupt`` with one warning and the run starts fresh, rather than failing every
+    later attempt on the same file."""
     last = folder / "checkpoints" / "last.ckpt"
     try:
         same = yaml.safe_load((folder / CONFIG_FILE).read_text()) == yaml.safe_load(yaml.safe_dump(config))
     except (OSError, yaml.YAMLError):
         return None
-    return last if same and last.is_file() else None
+    if not (same and last.is_file()):
+        return None
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        int(state["global_step"])
+    except Exception as exc:  # any unreadable file: truncated, zeroed, not a checkpoint
+        aside = last.with_name("last.ckpt.corrupt")
+        replace_file(last, aside)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"warning: {last}: cannot be resumed from ({first}); set aside as {aside.name}, "
+              "training from the start", file=sys.stderr)
+        return None
+    return last
 
 
 def _provenance(record: Record, run: ResolvedRun, parts: Assembly) -> None:
@@ -186,7 +216,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     trainer = L.Trainer(
         **run.trainer,
         callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", CHECKPOINT_EVERY),
-                   StepOnFailure(), towers, *callbacks],
+                   StepOnFailure(), StopAtStep(), towers, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # Nothing trains in a run that takes a candidate's training over: the candidate's log is
         # copied, and a logger would clear its folder.
@@ -199,8 +229,8 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     if will_train and trained_in is not None:
         _take_over(trained_in, folder, record)
         record.selection = {"monitor": run.selection.monitor, **record.selection}
-        state = torch.load(folder / record.selection["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state, strict=False)
+        taken = folder / record.selection["checkpoint"]
+        module.load_trained(torch.load(taken, map_location="cpu", weights_only=True)["state_dict"], str(taken))
         will_train = False
     elif will_train:
         if resume is not None:
@@ -216,7 +246,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     selected = None  # the validation loop's evaluation of the selected checkpoint, if it ran here
     if checkpoint.best_model_path:
         saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(saved["state_dict"], strict=False)
+        module.load_trained(saved["state_dict"], checkpoint.best_model_path)
         record.selection.update(best_score=float(checkpoint.best_model_score),
                                 checkpoint=str(Path(checkpoint.best_model_path).relative_to(folder)))
         selected = module.val_evaluations.get(saved.get("global_step"))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdbench.adapters.base import Adapter
+from rdbench.errors import RdbenchError
 from rdbench.evaluation import METRIC_NAMES
 from rdbench.losses.base import CompositeLoss, StepOutputs
 from rdbench.optim import Optimizer
@@ -190,6 +191,18 @@ class RetrievalModule(L.LightningModule):
         keep |= {f"adapter.{name}" for name, _ in self.adapter.named_buffers()}
         keep |= {f"loss.{name}" for name, _ in self.loss.named_buffers()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def load_trained(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Restore what trains from a checkpoint's ``state_dict`` (loading is partial by design:
+        the frozen backbone is not in it). Every tensor a checkpoint of this module holds must be
+        there: a component that renamed a tensor would otherwise keep its untrained values
+        silently, and the run would report an untrained model as the selected one."""
+        missing = sorted(set(self.trainable_state()) - set(state))
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise RdbenchError(f"{source}: lacks {len(missing)} trained tensor(s) of this run ({shown}); "
+                               "they would stay untrained")
+        self.load_state_dict(state, strict=False)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         checkpoint = {"state_dict": self.state_dict()}

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from rdbench.resolution.run import ResolvedRun
+from rdbench.results.load import countable
 from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
 from rdbench.suite import RunPlan
 
@@ -53,5 +54,7 @@ class NoLock:
 
 
 def is_done(folder: Path) -> bool:
+    """A successful record that ``rdbench compare`` would count: anything else (a record rdbench
+    did not write, of a future schema, with values no table can hold) does not block the run."""
     old = Record.read(folder / RECORD_FILE)
-    return old is not None and old.status == "success"
+    return old is not None and old.status == "success" and countable(old)

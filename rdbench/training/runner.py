@@ -2,7 +2,8 @@
 
 For every run and seed: write ``config.yaml`` (resolved, before anything is built), build the
 components, ``fit`` with model selection on the validation split, reload the selected
-checkpoint, evaluate validation and test once, and write ``record.json`` atomically. A run whose
+checkpoint, evaluate test once (the validation metrics are those the selection computed for that
+checkpoint), and write ``record.json`` atomically. A run whose
 successful record exists is skipped unless ``overwrite``. A run that raises is recorded as
 ``failed`` with the reason and the suite goes on.
 
@@ -117,7 +118,12 @@ def run_suite(
                 outcome.skipped += 1
             return
         lock = RunLock(folder) if leader else NoLock()
-        if not lock.acquire():
+        try:
+            acquired = lock.acquire()
+        except OSError as exc:  # a file where the folder should be, a folder named .lock, no permission
+            _obstructed(label, folder, exc)
+            return
+        if not acquired:
             holder = lock.holder() or {}
             echo(f"{label}: running in another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}); skipped")
             outcome.busy += 1
@@ -132,11 +138,20 @@ def run_suite(
             estimate = eta.estimate([r.plan.run for r in runs[i - 1:]])
             echo(f"{label}: elapsed {_clock(time.perf_counter() - started)}{estimate}")
             t0 = time.perf_counter()
-            record = execute(run, folder, fresh=overwrite, search=search, trained_in=trained_in)
+            try:
+                record = execute(run, folder, fresh=overwrite, search=search, trained_in=trained_in)
+            except OSError as exc:  # the folder cannot take the run's files (execute records all else)
+                _obstructed(label, folder, exc)
+                return
             eta.add(run.plan.run, time.perf_counter() - t0)
         finally:
             lock.release()
         _report(record, trained_in)
+
+    def _obstructed(label: str, folder: Path, exc: OSError) -> None:
+        where = exc.filename or folder
+        echo(f"{label}: FAILED: {where}: cannot hold the run's files ({exc.strerror or type(exc).__name__}); no record written")
+        outcome.failed += 1
 
     def _report(record, trained_in) -> None:
         if record.resumed_from_step:

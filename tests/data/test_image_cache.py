@@ -26,8 +26,12 @@ def tree(tmp_path, monkeypatch):
 
 
 def cache_files(tmp_path):
+    """The cache entries (each written with its checksum beside it, rdbench/cache_files.py)."""
     folder = tmp_path / "cache" / "images"
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    entries = [n for n in names if not n.endswith(".sha256")]
+    assert sorted(n for n in names if n.endswith(".sha256")) == [f"{n}.sha256" for n in entries]
+    return entries
 
 
 def test_cache_returns_what_decoding_returns_and_is_reused(tree, monkeypatch):
@@ -78,7 +82,7 @@ def test_a_damaged_cache_file_is_rebuilt(tree):
     tmp_path, table, _ = tree
     paths = table.filter(table["split"] == "test").unique("image_id", maintain_order=True)["path"].to_list()
     good = load_or_build(paths, 24, fingerprint="f", split="test").clone()
-    (path,) = (tmp_path / "cache" / "images").iterdir()
+    (path,) = (p for p in (tmp_path / "cache" / "images").iterdir() if p.suffix == ".npy")
     np.save(path, np.zeros((2, 3, 24, 24), np.uint8))  # wrong shape: e.g. written by other code
     assert torch.equal(load_or_build(paths, 24, fingerprint="f", split="test"), good)
 

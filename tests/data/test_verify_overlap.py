@@ -225,3 +225,29 @@ def test_overlap_finds_shared_images_and_its_list_excludes_them(tmp_path, capsys
     table = RSICDDataset(root=str(rsicd), exclude=str(listing)).load_table()
     kept = set(table.filter(pl.col("split") != "test")["image_id"].to_list())
     assert not kept & {"beach_3.png", "port_7.png"} and len(kept) == 12 - 2  # 10 train, 00017, beach_90, less 2
+
+
+@pytest.mark.parametrize("fmt", ["A", "D"])
+def test_an_image_reference_leaving_the_image_folder_is_one_error_line(tmp_path, capsys, fmt):
+    """The attack: an annotation naming ``../../../../etc/passwd`` made `data verify` and the
+    loaders read outside the dataset root. Relative references must stay in the image folder
+    (Karpathy filenames, absolute ones included); the file that names it is in the line."""
+    import json
+
+    from datatrees import write_d
+
+    if fmt == "A":
+        write_a(tmp_path, content())
+        path = tmp_path / "dataset_rsicd.json"
+        data = json.loads(path.read_text())
+        data["images"][0]["filename"] = "../../../../etc/passwd"
+        path.write_text(json.dumps(data))
+    else:
+        write_d(tmp_path, content(), encoding="utf-8")
+        path = tmp_path / "rsicd_train.csv"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        lines[1] = "../../../../etc/passwd," + lines[1].split(",", 1)[1]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["data", "verify", "rsicd", "--root", str(tmp_path), "--format", fmt]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "'../../../../etc/passwd' leads outside the image folder" in err[0]

@@ -182,3 +182,41 @@ def test_version_1_alone_falls_back_to_the_smallest_total(tmp_path):
     record.cost["total_params"] = 5
     record.write(results / "quickstart" / "full" / "seed0")
     assert summarize(load_records(results)[0])["backbone_params"].to_list() == [BACKBONE_PARAMS] * 2
+
+
+def test_a_record_whose_values_do_not_fit_the_table_is_skipped_with_its_warning(tmp_path, capsys):
+    """The attack: a failed record with a 20-digit seed made polars raise ComputeError for the
+    whole folder. It is skipped with a warning naming it; the other records are compared; and
+    when every record is rejected the error line says why."""
+    from compare_records import make_record, write
+
+    from rdbench.cli import main
+
+    write(tmp_path, make_record("s", "good", 0, 0, base=10.0))
+    bad = make_record("s", "bad", 1, 0, base=10.0, status="failed")
+    bad["seed"] = 12345678901234567890123
+    write(tmp_path, bad, name="bad")
+    assert main(["compare", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "good" in out and "does not fit the table" in err and "bad" in err
+    shutil.rmtree(tmp_path / "s" / "good")
+    assert main(["compare", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable record.json found (1 skipped; the first:" in err[0] and "does not fit" in err[0]
+
+
+def test_run_skips_only_records_compare_would_count(tmp_path):
+    """The attack: a hand-written ``{"status": "success"}``, a record of a future schema version
+    or one whose seed no table can hold made ``rdbench run`` skip the run, while ``compare``
+    rejected the same record."""
+    from compare_records import make_record
+
+    from rdbench.training.run_state import is_done
+
+    good = make_record("s", "a", 0, 0, base=10.0)
+    good.update(schema_version=2, selection={"monitor": "val/mR", "best_score": 10.0, "checkpoint": None})
+    good["cost"]["backbone_params"] = 1
+    future, huge = dict(good, schema_version=99), dict(good, seed=10 ** 25)
+    for record, done in ((good, True), ({"status": "success"}, False), (future, False), (huge, False)):
+        (tmp_path / "record.json").write_text(json.dumps(record))
+        assert is_done(tmp_path) is done, record

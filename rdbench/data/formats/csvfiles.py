@@ -127,7 +127,7 @@ def read_caption_csv(path: str | os.PathLike[str], image_dir: str | os.PathLike[
             if split_col is not None else named_split
         label = record[label_col].strip() if label_col is not None else ""
         # An empty cell: the class in the file name; "-1", "none": the image has no class.
-        rows.append({"image_id": image_id_of(image), "path": resolve_image(images, image),
+        rows.append({"image_id": image_id_of(image), "path": resolve_image(images, image, path),
                      "caption": caption.strip(), "split": split,
                      "label": clean_label(label) if label else label_from_filename(image), "source": source})
     if not rows:

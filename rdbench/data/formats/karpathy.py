@@ -113,7 +113,9 @@ def read_karpathy_json(json_path: str | os.PathLike[str],
             raise DataError(f"{path}: {where} has a 'label' that is neither a string nor an integer ({label!r})")
         else:  # "-1", -1, "none": the annotation says the image has no class
             label = clean_label(label)
-        image_path = str(folder / filename)
+        image_path = os.path.abspath(folder / filename)
+        if os.path.commonpath([str(folder), image_path]) != str(folder):  # "../x" or "/etc/passwd"
+            raise DataError(f"{path}: {where} filename {filename!r} leads outside the image folder {folder}")
 
         for number, sentence in enumerate(sentences):
             raw = sentence.get("raw") if isinstance(sentence, dict) else None

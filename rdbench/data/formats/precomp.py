@@ -74,11 +74,20 @@ def image_id_of(name: str) -> str:
     return PurePath(name.strip().replace("\\", "/")).name
 
 
-def resolve_image(image_dir: Path, name: str) -> str:
+def resolve_image(image_dir: Path, name: str, source: str | os.PathLike[str] = "") -> str:
     """Absolute path of image ``name`` under ``image_dir``; a reference with a split folder
     (format C's ``train/x.tif``) falls back to the flat ``image_dir/x.tif`` when only that
-    exists, because users unpack the same images both ways."""
+    exists, because users unpack the same images both ways.
+
+    An absolute reference (open_clip's tab-separated files list them) is taken as given; a
+    relative one must stay inside ``image_dir``: ``../../etc/passwd`` in an annotation file is a
+    DataError naming ``source`` (the annotation file), never a read outside the dataset."""
     name = name.strip().replace("\\", "/")
+    if not os.path.isabs(name):
+        inside = os.path.abspath(image_dir)
+        target = os.path.abspath(os.path.join(inside, name))
+        if os.path.commonpath([inside, target]) != inside:
+            raise DataError(f"{source or image_dir}: image reference {name!r} leads outside the image folder {inside}")
     path = image_dir / name
     if "/" in name and not path.exists():
         flat = image_dir / image_id_of(name)
@@ -147,7 +156,7 @@ def _precomp_split(caps_path: Path, names_path: Path, split: str, images: Path,
             raise DataError(f"{names_path}: empty file name for caption line {number}")
         if not caption.strip():
             raise DataError(f"{caps_path}: line {number} is an empty caption")
-        rows.append({"image_id": image_id_of(name), "path": resolve_image(images, name),
+        rows.append({"image_id": image_id_of(name), "path": resolve_image(images, name, names_path),
                      "caption": caption.strip(), "split": split,
                      "label": label_from_filename(name), "source": source})
     return rows
@@ -204,7 +213,7 @@ def _pir_split(path: Path, split: str, images: Path) -> list[dict[str, Any]]:
         for number, caption in enumerate(captions):
             if not isinstance(caption, str) or not caption.strip():
                 raise DataError(f"{path}: {where} caption {number} is empty or not a string")
-            rows.append({"image_id": image_id_of(image), "path": resolve_image(images, image),
+            rows.append({"image_id": image_id_of(image), "path": resolve_image(images, image, path),
                          "caption": caption.strip(), "split": split, "label": label,
                          "source": source})
     return rows

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from rdbench.atomic import atomic_path
+from rdbench.cache_files import record_digest, trusted
 from rdbench.data.loading.images import decode_into, parallel_map
 from rdbench.errors import DataError
 
@@ -79,7 +80,7 @@ def load_or_build(paths: list[str], size: int, *, fingerprint: str, split: str,
     folder = Path(folder) if folder is not None else image_cache_dir()
     shape = (len(paths), 3, size, size)
     path = folder / f"{split}-{size}px-{cache_key(fingerprint, split, size, paths)}.npy"
-    if path.is_file():
+    if path.is_file() and trusted(path, f"{split} images"):
         array = _open(path, shape)
         if array is not None:
             return torch.from_numpy(array)
@@ -114,3 +115,4 @@ def _build(path: Path, paths: list[str], size: int, shape: tuple[int, ...]) -> N
         decode_all(paths, size, array)
         array.flush()
         del array  # closes the memory map before the file is fsynced and renamed
+    record_digest(path)

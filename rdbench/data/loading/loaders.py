@@ -226,6 +226,12 @@ class RetrievalDataModule(EvalLoaders, L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed)
         pairs = CaptionPairs(self.split("train"), self.train_transform, self.image_size)
         rank, world = self._rank_world()
+        if len(pairs) // world < self.batch_size:
+            # every batch would be the incomplete last one, which is dropped: a run that
+            # "succeeds" with zero optimiser steps would report the untrained model's metrics
+            share = f" ({len(pairs) // world} per process of {world})" if world > 1 else ""
+            raise DataError(f"the training split has {len(pairs)} caption pairs{share}, fewer than "
+                            f"data.batch_size {self.batch_size}: no optimiser step would run")
         sampler = None
         if world > 1:  # rdbench shards itself (the Trainer runs with use_distributed_sampler=False)
             from torch.utils.data import DistributedSampler
