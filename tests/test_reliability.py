@@ -43,15 +43,20 @@ def records(results: Path, suite: str) -> dict[str, dict]:
     return {p.parent.parent.name: json.loads(p.read_text()) for p in results.glob(f"{suite}/*/seed0/record.json")}
 
 
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Until ``path`` exists (a run's first resumable checkpoint), or ``proc`` ends."""
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+
+
 @pytest.mark.slow  # rdbench subprocesses
 def test_kill_9_then_rerun_resumes_and_redoes_nothing(tmp_path):
     (tmp_path / "s.yaml").write_text(suite_text("killed", "  a: {}\n  b: {}\n  c: {}\n", epochs=6, train=24))
     results = tmp_path / "results"
     proc = cli("run", "s.yaml", cwd=tmp_path)
     last = results / "killed" / "b" / "seed0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(last, proc)
     assert last.exists(), "run b never wrote a resumable checkpoint"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -266,9 +271,7 @@ def test_a_corrupt_last_checkpoint_is_set_aside_and_the_run_starts_fresh(tmp_pat
     results = tmp_path / "results"
     proc = cli("run", "s.yaml", cwd=tmp_path)
     last = results / "corrupt" / "a" / "seed0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(last, proc)
     assert last.exists(), "the run never wrote a resumable checkpoint"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -297,9 +300,7 @@ def test_a_stop_signal_checkpoints_records_interrupted_and_the_rerun_resumes(tmp
     proc = subprocess.Popen([sys.executable, "-m", "rdbench", "run", "s.yaml"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=group)
     last = results / "sig" / "a" / "seed0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(last, proc)
     assert last.exists(), "run a never started training"
     if group:
         os.killpg(proc.pid, signum)  # what Ctrl-C in a terminal does
