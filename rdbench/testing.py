@@ -182,6 +182,33 @@ def check_adapter(make_adapter: Callable[[], nn.Module], *, identity_at_init: bo
     return {"trainable": sum(p.numel() for _, p in adapter.trainable_parameters(module.model)), "changed": len(changed)}
 
 
+class KillOnce(LossTerm):
+    """Fault injection for resume tests (by ``class_path``; not registered): InfoNCE, except that
+    the ``at``-th call sends the process ``signal`` (``KILL``, as the OOM killer or a hard
+    preemption does; ``TERM`` or ``INT``, as a scheduler or Ctrl-C does), once: the file
+    ``marker`` is created first, and a process that finds it sends nothing (so the rerun that
+    resumes, and a reference run given an existing marker, train the same maths)."""
+
+    def __init__(self, at: int = 1, marker: str = "killed-once", signal: str = "KILL"):
+        super().__init__()
+        if signal not in ("KILL", "TERM", "INT"):
+            raise ValueError(f"signal must be KILL, TERM or INT, got {signal!r}")
+        self.at, self.marker, self.signal, self.calls = at, marker, signal, 0
+
+    def forward(self, step):
+        self.calls += 1
+        if self.calls == self.at:
+            import os
+            import signal
+            from pathlib import Path
+
+            marker = Path(self.marker)
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), getattr(signal, f"SIG{self.signal}"))
+        return InfoNCELoss()(step)
+
+
 class NaNAfterLoss(LossTerm):
     """Fault injection for reliability tests (use it by ``class_path``; it is not registered):
     InfoNCE for the first ``after`` calls, then NaN."""

@@ -4,9 +4,11 @@ Contract of a ``transform/*`` component: calling it with one image, a uint8 tens
 (3, H, W) as the decoded-image cache holds it, and the backbone's ``size`` returns a uint8
 tensor (3, size, size). Transforms never normalise: the backbone's mean and std are applied
 afterwards, on the device, by ``RetrievalModule.prepare_images``, whatever the augmentation.
-Randomness comes from torch's global generator, which the runner seeds from the run's seed and
-the DataLoader re-seeds per worker from its own seeded generator, so an augmented run repeats
-exactly.
+Randomness comes from torch's global CPU generator, which the training loader seeds for each
+sample from (run seed, epoch, caption index) (:mod:`rdbench.data.loading.order`), so an
+augmented run repeats exactly, whatever the worker count, and resumes exactly wherever it was
+stopped. A transform must draw from torch (as torchvision's do), not from numpy or Python's
+``random``, which are not seeded per sample.
 
 Suites set two slots: ``train_transform`` (default: none, images go in as cached, so results
 on the embedded dataset are unchanged) and ``eval_transform`` (default ``transform/resize``, a

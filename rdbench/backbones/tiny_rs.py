@@ -95,7 +95,10 @@ class TinyRSBackbone(Backbone):
     def build_model(self) -> nn.Module:
         path = self.weights_path
         if not trusted(path, "tiny-rs weights"):  # absent, damaged or unverifiable: built again
-            pretrain(self, path)
+            # on the side of the run's random streams: a run that builds the cache must draw the
+            # same numbers afterwards as a run that finds it (same seed, same result)
+            with torch.random.fork_rng(devices=[]):
+                pretrain(self, path)
         model = create_model(ARCHITECTURE, pretrained=None)
         load_state(model, path, ARCHITECTURE)
         return model

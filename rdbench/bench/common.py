@@ -56,9 +56,15 @@ class Figure:
     command: str = "rdbench bench"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def shown(self) -> str:
+        """The ratio as printed: three significant digits, or three decimals near 1 (where
+        1.004 and 1 differ by what a target of 1.05 is about)."""
+        return f"{self.ratio:.3f}" if 0.9 <= self.ratio < 1.1 else f"{self.ratio:.3g}"
+
     def line(self) -> str:
         verdict = "n/a" if self.holds is None else ("holds" if self.holds else "DOES NOT HOLD")
-        return f"{self.name}: {self.ratio:.3g} {self.unit} (target {self.target}: {verdict})"
+        return f"{self.name}: {self.shown} {self.unit} (target {self.target}: {verdict})"
 
 
 def median(values: list[float]) -> float:

@@ -83,6 +83,7 @@ def feature_agreement(cached, plain_data) -> float:
     import torch
 
     from rdbench.adapters.base import image_features, text_features
+    from rdbench.data.loading.order import split_items
 
     loader = plain_data.train_dataloader()
     indices = next(iter(loader.batch_sampler))
@@ -95,7 +96,7 @@ def feature_agreement(cached, plain_data) -> float:
         text = text_features(model, batch["tokens"])
     cached.train(was)
     rel = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
-    return max(rel(image, feats.image[batch["image_ids"]]), rel(text, feats.text[torch.as_tensor(indices)]))
+    return max(rel(image, feats.image[batch["image_ids"]]), rel(text, feats.text[split_items(indices)[0]]))
 
 
 def feature_cache_figure(table, settings: Settings, adapter: str = "adapter/clip-adapter", rounds: int = 2) -> Figure:

@@ -114,13 +114,13 @@ def render(figures: list[Figure], context: dict, settings: Settings, gpu_section
              "| figure | measured | target | holds |", "|---|---|---|---|"]
     for f in figures:
         verdict = "n/a" if f.holds is None else ("yes" if f.holds else "**no**")
-        lines.append(f"| {f.name} | {f.ratio:.3g} {f.unit} | {f.target} | {verdict} |")
+        lines.append(f"| {f.name} | {f.shown} {f.unit} | {f.target} | {verdict} |")
     lines.append("")
     for f in figures:
         lines += [f"### {f.name}", "", f"Reproduce: `{f.command}`.", ""]
         lines += [f"- {d}" for d in f.details]
         if f.holds is False:
-            lines.append(f"- **The target ({f.target}) does not hold here: measured {f.ratio:.3g} {f.unit}.**")
+            lines.append(f"- **The target ({f.target}) does not hold here: measured {f.shown} {f.unit}.**")
         lines.append("")
     lines.append(gpu_section if gpu_section else f"{GPU_HEADING}\n\n{GPU_PLACEHOLDER}\n")
     return "\n".join(lines).rstrip() + "\n"

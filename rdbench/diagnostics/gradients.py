@@ -122,11 +122,19 @@ class TowerGradients(L.Callback):
         out["steps_measured"] = max(self.counts.values(), default=0)
         return out
 
-    # The running sums travel in last.ckpt, so a resumed run's means cover the whole run.
+    # The running sums travel in last.ckpt, so a resumed run's means cover the whole run; a
+    # checkpoint taken mid-epoch also carries the epoch's sums so far and the parameters as the
+    # epoch began (Lightning does not call on_train_epoch_start again when it resumes mid-epoch),
+    # so the epoch's curve point and update size equal an uninterrupted run's.
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": dict(self.sums), "counts": dict(self.counts), "updates": {t: list(v) for t, v in self.updates.items()}}
+        return {"sums": dict(self.sums), "counts": dict(self.counts), "updates": {t: list(v) for t, v in self.updates.items()},
+                "epoch_sums": dict(self._epoch_sums), "epoch_counts": dict(self._epoch_counts),
+                "epoch_start": {t: list(v) for t, v in self._start.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.sums = dict(state_dict.get("sums", {}))
         self.counts = dict(state_dict.get("counts", {}))
         self.updates = {t: list(state_dict.get("updates", {}).get(t, [])) for t in TOWERS}
+        self._epoch_sums = dict(state_dict.get("epoch_sums", {}))
+        self._epoch_counts = dict(state_dict.get("epoch_counts", {}))
+        self._start = {t: list(v) for t, v in state_dict.get("epoch_start", {}).items()}

@@ -37,8 +37,20 @@ from rdbench.training.assemble import Assembly, assemble
 from rdbench.training.evaluate import evaluate
 from rdbench.training.interrupt import Interrupted, StopAtStep, received
 
-#: Optimiser steps between resumable checkpoints (and one at every epoch's end).
+#: Optimiser steps between resumable checkpoints (and one at every epoch's end); the
+#: environment variable ``RDBENCH_CHECKPOINT_EVERY`` sets another interval (a preemptible
+#: cluster with long epochs may want it shorter). Resuming is exact wherever the run stopped
+#: (docs/reliability.md), so the interval changes how much is redone, never the results.
 CHECKPOINT_EVERY = 50
+
+
+def checkpoint_every() -> int:
+    value = os.environ.get("RDBENCH_CHECKPOINT_EVERY", "").strip()
+    if not value:
+        return CHECKPOINT_EVERY
+    if not value.isdigit() or int(value) < 1:
+        raise RdbenchError(f"RDBENCH_CHECKPOINT_EVERY={value!r}: expected a whole number of optimiser steps >= 1")
+    return int(value)
 
 
 def is_rank_zero() -> bool:
@@ -93,7 +105,7 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
     resume = _resumable(folder, config) if not fresh else None
     writer = is_rank_zero()
     if resume is None and writer:
-        for stale in (folder / "checkpoints").glob("*.ckpt"):
+        for stale in (*(folder / "checkpoints").glob("*.ckpt"), *(folder / "checkpoints").glob("*.ckpt.pending")):
             stale.unlink()
     if writer:
         write_yaml(folder / CONFIG_FILE, config)
@@ -106,7 +118,8 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
                                 trained_in=trained_in)
         record.status = "success"
         if writer:
-            (folder / "checkpoints" / "last.ckpt").unlink(missing_ok=True)  # done: nothing to resume
+            for done in ("last.ckpt", "last.ckpt.pending"):  # done: nothing to resume
+                (folder / "checkpoints" / done).unlink(missing_ok=True)
     except (Interrupted, SIGTERMException) as exc:
         # a stop signal (rdbench.training.interrupt): the record says so, and the suite stops
         signum = exc.signum if isinstance(exc, Interrupted) else (received() or signal.SIGTERM)
@@ -191,11 +204,11 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
                         test: bool = True, trained_in: Path | None = None) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from rdbench.diagnostics.gradients import TowerGradients
     from rdbench.training.callbacks import ResumableCheckpoint, StepOnFailure
     from rdbench.training.checkpoint_io import AtomicCheckpointIO
+    from rdbench.training.logs import ResumableCSVLogger
 
     parts = assemble(run)
     module, data = parts.module, parts.data
@@ -208,6 +221,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     }
     if module.features is not None:
         record.cost["feature_cache"] = True
+    resumed_step = int(torch.load(resume, map_location="cpu", weights_only=True)["global_step"]) if resume else None
     towers = TowerGradients()
     checkpoint = ModelCheckpoint(
         dirpath=folder / "checkpoints", filename="best", monitor=run.selection.monitor, mode=run.selection.mode,
@@ -215,12 +229,13 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     )
     trainer = L.Trainer(
         **run.trainer,
-        callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", CHECKPOINT_EVERY),
+        callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", checkpoint_every()),
                    StepOnFailure(), StopAtStep(), towers, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # Nothing trains in a run that takes a candidate's training over: the candidate's log is
         # copied, and a logger would clear its folder.
-        logger=CSVLogger(folder, name="logs", version="") if trained_in is None else False, default_root_dir=folder,
+        logger=ResumableCSVLogger(folder, name="logs", version="", keep_below_step=resumed_step)
+        if trained_in is None else False, default_root_dir=folder,
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -233,8 +248,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         module.load_trained(torch.load(taken, map_location="cpu", weights_only=True)["state_dict"], str(taken))
         will_train = False
     elif will_train:
-        if resume is not None:
-            record.resumed_from_step = int(torch.load(resume, map_location="cpu", weights_only=True)["global_step"])
+        record.resumed_from_step = resumed_step
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         record.train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         record.train["epochs"] = trainer.current_epoch

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rdbench.adapters.base import image_features, text_features
 from rdbench.data.loading.loaders import EvalItems, EvalLoaders, KindBatches, RetrievalDataModule, SplitData, pass_batch
+from rdbench.data.loading.order import ResumableLoader, split_items
 from rdbench.errors import ConfigError
 
 
@@ -121,8 +122,8 @@ class _CaptionIndices(Dataset):
     def __len__(self) -> int:
         return len(self.data.captions)
 
-    def __getitems__(self, indices: list[int]) -> FeatureBatch:
-        j = torch.as_tensor(indices, dtype=torch.long)
+    def __getitems__(self, items: list[int] | list[tuple[int, int]]) -> FeatureBatch:
+        j, _epochs = split_items(items)  # no augmentation on cached features: the epoch is unused
         i = self.data.caption_image[j]
         return FeatureBatch(caption_index=j, image_ids=i, labels=self.data.labels[i])
 
@@ -160,18 +161,23 @@ class FeatureCacheData(EvalLoaders, L.LightningDataModule):
         """The wrapped module's evaluation items of ``split`` (pixels through its eval transform)."""
         return EvalItems(self.split(split), self.base.eval_transform, self.base.image_size)
 
+    def state_dict(self) -> dict[str, Any]:  # the training order's resume state is the wrapped module's
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base.load_state_dict(state_dict)
+
     def _plain(self) -> RetrievalDataModule:
         # The wrapped module's loaders shard by the Trainer's rank and world size (DDP).
         self.base.trainer = self.trainer
         return self.base
 
-    def train_dataloader(self) -> DataLoader:
-        # The plain loader's own batch sampler (same shuffle, seeded generator, drop_last and DDP
-        # shard) and generator (each epoch's iterator draws a worker seed from it before the
-        # shuffle does), so that both paths draw identical batches. No workers: a batch is indices.
+    def train_dataloader(self) -> ResumableLoader:
+        # The plain loader's own batch sampler (same EpochOrder, drop_last and DDP shard), so
+        # that both paths draw identical batches and resume alike. No workers: a batch is indices.
         plain = self._plain().train_dataloader()
-        return DataLoader(_CaptionIndices(self.split("train")), batch_sampler=plain.batch_sampler,
-                          generator=plain.generator, collate_fn=pass_batch)
+        return ResumableLoader(_CaptionIndices(self.split("train")), batch_sampler=plain.batch_sampler,
+                               generator=plain.generator, collate_fn=pass_batch)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         plain = self._plain().eval_dataloader(split)

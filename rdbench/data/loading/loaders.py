@@ -14,7 +14,7 @@ batches stay small (uint8) on the way there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import polars as pl
@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rdbench.data.loading.images import decode_image
+from rdbench.data.loading.order import EpochOrder, ResumableLoader, augmentation_seed, split_items
 from rdbench.errors import DataError
 from rdbench.transforms import Transform
 
@@ -74,18 +75,27 @@ def build_split(
     return SplitData(split, image_ids, pixels, labels, captions, tokenize(captions), caption_image)
 
 
-def _images(data: SplitData, index: torch.Tensor, transform: Transform | None, size: int | None) -> torch.Tensor:
+def _images(data: SplitData, index: torch.Tensor, transform: Transform | None, size: int | None,
+            seeds: list[int] | None = None) -> torch.Tensor:
     """The images at ``index`` as one batch: a single gather from the (memory-mapped) split
     tensor, which costs a fraction of stacking per-sample tensors; a transform, when there is
-    one, runs per image and writes into a preallocated batch."""
+    one, runs per image and writes into a preallocated batch. With ``seeds``, image ``k``'s
+    transform draws from torch's CPU generator seeded ``seeds[k]``, on the side of the process's
+    own random stream (:mod:`rdbench.data.loading.order`)."""
     # numpy's take is several times faster than torch's advanced indexing for this copy.
     images = torch.from_numpy(data.images.numpy()[index.numpy()])
     if transform is None:
         return images
     size = size if size is not None else int(images.shape[-1])
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
-    for k, image in enumerate(images):
-        out[k] = transform(image, size)
+    if seeds is None:
+        for k, image in enumerate(images):
+            out[k] = transform(image, size)
+        return out
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's is left alone
+        for k, image in enumerate(images):
+            torch.default_generator.manual_seed(seeds[k])
+            out[k] = transform(image, size)
     return out
 
 
@@ -99,19 +109,25 @@ class CaptionPairs(Dataset):
 
     ``transform`` (a train augmentation) is applied to the image of each sample, at ``size``.
     ``__getitems__`` builds a whole batch at once (the DataLoader uses it with
-    :func:`pass_batch`); ``__getitem__`` gives one sample, for inspection.
+    :func:`pass_batch`); ``__getitem__`` gives one sample, for inspection. Items are caption
+    indices or, from :class:`~rdbench.data.loading.order.EpochOrder`, ``(index, epoch)`` pairs,
+    whose augmentation then draws from :func:`~rdbench.data.loading.order.augmentation_seed`
+    of (``seed``, epoch, index).
     """
 
-    def __init__(self, data: SplitData, transform: Transform | None = None, size: int | None = None):
-        self.data, self.transform, self.size = data, transform, size
+    def __init__(self, data: SplitData, transform: Transform | None = None, size: int | None = None, seed: int = 0):
+        self.data, self.transform, self.size, self.seed = data, transform, size, seed
 
     def __len__(self) -> int:
         return len(self.data.captions)
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        j = torch.as_tensor(indices, dtype=torch.long)
+    def __getitems__(self, items: list[int] | list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        j, epochs = split_items(items)
         i = self.data.caption_image[j]
-        return {"images": _images(self.data, i, self.transform, self.size), "tokens": self.data.tokens[j],
+        seeds = None
+        if epochs is not None and self.transform is not None:
+            seeds = [augmentation_seed(self.seed, int(e), int(c)) for e, c in zip(epochs, j)]
+        return {"images": _images(self.data, i, self.transform, self.size, seeds), "tokens": self.data.tokens[j],
                 "image_ids": i, "labels": self.data.labels[i]}
 
     def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
@@ -208,6 +224,16 @@ class RetrievalDataModule(EvalLoaders, L.LightningDataModule):
         self.classes: list[str] = labels
         self._splits: dict[str, SplitData] = {}
         self._fingerprint: str | None = None
+        self._train_order: EpochOrder | None = None  # of the last training loader built
+        self._restored_order: dict[str, int] | None = None  # from a checkpoint, for the next one
+
+    # The training order's epoch and position travel in every full checkpoint (see
+    # rdbench.data.loading.order for why here and not only in the loader's own state).
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_order": self._train_order.state_dict()} if self._train_order is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_order = state_dict.get("train_order")
 
     def split(self, name: str) -> SplitData:
         if name not in self._splits:
@@ -219,12 +245,11 @@ class RetrievalDataModule(EvalLoaders, L.LightningDataModule):
                                              cache=self.cache, fingerprint=self._fingerprint)
         return self._splits[name]
 
-    def train_dataloader(self) -> DataLoader:
-        # The generator drives the shuffle and, with workers, the seeds of their torch RNGs, which
-        # the train transform draws from (without workers it draws from the main RNG, which the
-        # runner seeds): same run seed, same augmented batches.
-        generator = torch.Generator().manual_seed(self.seed)
-        pairs = CaptionPairs(self.split("train"), self.train_transform, self.image_size)
+    def train_dataloader(self) -> ResumableLoader:
+        # The order and every augmentation draw are functions of (seed, epoch) and resumable at
+        # any batch (rdbench.data.loading.order); the loader's own generator only seeds its
+        # workers, so no epoch draws from the process's random stream.
+        pairs = CaptionPairs(self.split("train"), self.train_transform, self.image_size, seed=self.seed)
         rank, world = self._rank_world()
         if len(pairs) // world < self.batch_size:
             # every batch would be the incomplete last one, which is dropped: a run that
@@ -232,18 +257,18 @@ class RetrievalDataModule(EvalLoaders, L.LightningDataModule):
             share = f" ({len(pairs) // world} per process of {world})" if world > 1 else ""
             raise DataError(f"the training split has {len(pairs)} caption pairs{share}, fewer than "
                             f"data.batch_size {self.batch_size}: no optimiser step would run")
-        sampler = None
-        if world > 1:  # rdbench shards itself (the Trainer runs with use_distributed_sampler=False)
-            from torch.utils.data import DistributedSampler
-
-            sampler = DistributedSampler(pairs, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
-        return DataLoader(
+        # rdbench shards itself under DDP (the Trainer runs with use_distributed_sampler=False)
+        order = EpochOrder(len(pairs), self.batch_size, self.seed, rank, world)
+        if self._restored_order is not None:
+            order.load_state_dict(self._restored_order)
+            self._restored_order = None
+        self._train_order = order
+        return ResumableLoader(
             pairs,
             batch_size=self.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
+            sampler=order,
             drop_last=True,  # a ragged last batch of one caption makes a degenerate contrastive step
-            generator=generator if sampler is None else None,
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=pass_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
