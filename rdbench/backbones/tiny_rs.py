@@ -138,7 +138,8 @@ def pretrain(backbone: TinyRSBackbone, path: Path) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / backbone.steps)).item()))
     )
-    bar = tqdm(range(backbone.steps), desc="tiny-rs pre-training", unit="step")
+    # a bar on a terminal; in a log file (disable=None: not a TTY) nothing but the lines around it
+    bar = tqdm(range(backbone.steps), desc="tiny-rs pre-training", unit="step", disable=None)
     for _ in bar:
         idx = torch.randperm(len(images), generator=generator)[: backbone.batch_size]
         pick = offsets[idx] + (torch.rand(len(idx), generator=generator) * counts[idx]).long()

@@ -26,6 +26,7 @@ import polars as pl
 
 from rdbench.atomic import write_atomic
 from rdbench.errors import RdbenchError
+from rdbench.optional import require
 from rdbench.results.load import (  # noqa: F401  (re-exported: compare's public names)
     _VARIANT_COLS, backbone_detail, is_trial, load_records, select_runs,
 )
@@ -191,6 +192,8 @@ def compare(results_dir, suite: str | None = None, fmt: str = "table", *,
     from rdbench.results.tables import build_tables, select_columns
 
     check_format(fmt)  # fail before reading a large results tree
+    if plot_dir is not None:
+        require("matplotlib", "--plot")
     if fmt == "parquet" and output is None:
         raise RdbenchError("--format parquet: needs --output FILE (parquet is binary)")
     df, summary, warnings = prepare(results_dir, suite, runs=runs, exclude=exclude, trials=trials,

@@ -12,7 +12,6 @@ the arguments only: no clock, sorted orders, and the code commit read from git.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import polars as pl
 
 from rdbench.atomic import write_atomic
 from rdbench.errors import RdbenchError
+from rdbench.optional import require
 from rdbench.results import selection
 from rdbench.results.deltas import row_mdd
 from rdbench.results.model import SuiteTable
@@ -198,8 +198,7 @@ def _figure_note(figures: Path | None) -> str | None:
     """One line for the header when no figure will be drawn (None when they will)."""
     if figures is None:
         return "- Figures: not drawn (`rdbench report --figures DIR` draws them)."
-    if importlib.util.find_spec("matplotlib") is None:
-        return "- Figures: not drawn: matplotlib is not installed (`pip install 'rdbench[plot]'`)."
+    require("matplotlib", "--figures")  # asked for: one line and exit 2 rather than a page without them
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,43 @@ class ResumableCheckpoint(Checkpoint):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self._restored_rng = checkpoint.get(RNG_KEY)
+
+
+class EpochLines(L.Callback):
+    """One line per training epoch, for output that is not a terminal (a cluster job's log, CI, a
+    file): Lightning's progress bars redraw with carriage returns, which read as hundreds of
+    kilobytes of frames there. The line carries the epoch's training loss, its validation
+    metric when validation ran, the epoch's time and the run's remaining time at that pace."""
+
+    def __init__(self, echo=print):
+        self.echo = echo
+        self._started = 0.0
+        self._times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        took = time.perf_counter() - self._started
+        self._times.append(took)
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        done = trainer.current_epoch + 1
+        parts = [f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
+                 if k in ("train/loss", "val/mR")]
+        eta = ""
+        if total is not None and total > done:
+            eta = f"; run ETA {_duration(sum(self._times) / len(self._times) * (total - done))}"
+        self.echo(f"    epoch {done}{f'/{total}' if total else ''}: {', '.join(parts) or 'no metrics yet'} "
+                  f"({_duration(took)}{eta})")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 class StepOnFailure(L.Callback):

@@ -192,6 +192,13 @@ def _resumable(folder: Path, config: dict[str, Any]) -> Path | None:
     return last
 
 
+def _terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stdout
+        return False
+
+
 def _provenance(record: Record, run: ResolvedRun, parts: Assembly) -> None:
     c = run.components
     record.provenance["backbone"] = {"key": c["backbone"].key, **parts.backbone.provenance()}
@@ -206,7 +213,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from rdbench.diagnostics.gradients import TowerGradients
-    from rdbench.training.callbacks import ResumableCheckpoint, StepOnFailure
+    from rdbench.training.callbacks import EpochLines, ResumableCheckpoint, StepOnFailure
     from rdbench.training.checkpoint_io import AtomicCheckpointIO
     from rdbench.training.logs import ResumableCSVLogger
 
@@ -227,10 +234,15 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         dirpath=folder / "checkpoints", filename="best", monitor=run.selection.monitor, mode=run.selection.mode,
         save_top_k=1, save_weights_only=True,
     )
+    # Progress bars on a terminal; elsewhere (a job log, CI, a file) one line per epoch. The
+    # choice changes what is printed only, never the run, so config.yaml does not hold it.
+    settings, lines = dict(run.trainer), []
+    if not _terminal():
+        settings["enable_progress_bar"], lines = False, [EpochLines()]
     trainer = L.Trainer(
-        **run.trainer,
+        **settings,
         callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", checkpoint_every()),
-                   StepOnFailure(), StopAtStep(), towers, *callbacks],
+                   StepOnFailure(), StopAtStep(), towers, *lines, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # Nothing trains in a run that takes a candidate's training over: the candidate's log is
         # copied, and a logger would clear its folder.

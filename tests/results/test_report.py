@@ -11,7 +11,6 @@ import pytest
 from compare_records import ranked_record, ranks_hitting, with_search, write
 
 from rdbench.cli import main
-from rdbench.results import report as report_module
 from rdbench.results.report import code_commit, report
 
 LRS = [{"optimizer.lr": v} for v in (1e-4, 3e-4, 1e-3, 3e-3)]
@@ -93,15 +92,24 @@ def test_suites_baselines_and_figures(tmp_path, capsys):
     assert "- `full`: mR +50.00 points against `zero-shot`" in report(root, baselines=["zero-shot"]).text
 
 
-def test_without_matplotlib_the_page_says_so_in_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_without_matplotlib_figures_asked_for_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, command):
+    """The attack: ``rdbench compare results/ --plot figs/`` in an install without matplotlib
+    ended in a ModuleNotFoundError traceback. Now one line names the extra, exit 2, and nothing
+    is written. (matplotlib is a default dependency; an install made with --no-deps lacks it.)"""
+    import importlib.util as util
+
     root = results(tmp_path / "results")
-    real = importlib.util.find_spec
-    monkeypatch.setattr(report_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    text = report(root, figures=tmp_path / "figs").text
-    assert text.count("Figures") == 1  # one line for the page, whatever the number of suites
-    assert "- Figures: not drawn: matplotlib is not installed (`pip install 'rdbench[plot]'`)." in text
-    assert not (tmp_path / "figs").exists() and "## ablation" in text and "## baselines" in text
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    figs, out = tmp_path / "figs", tmp_path / "page.md"
+    args = (["report", str(root), "--figures", str(figs), "--out", str(out)] if command == "report"
+            else ["compare", str(root), "--plot", str(figs), "--output", str(out), "--format", "markdown"])
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    flag = "--figures" if command == "report" else "--plot"
+    assert err == [f"rdbench: {flag} needs matplotlib, which is not installed here: pip install 'rdbench[plot]'"]
+    assert not figs.exists() and not out.exists()
 
 
 @pytest.mark.parametrize("args, message", [
