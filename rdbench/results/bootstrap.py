@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import norm as scipy_norm
 
 KS = (1, 5, 10)
 #: The test metrics a bootstrap can recompute from per-query ranks.
@@ -155,9 +156,10 @@ def paired_bootstrap(a: QueryHits, b: QueryHits, n_boot: int = 1000, seed: int =
     return out
 
 
-#: z quantiles for the minimum detectable difference: two-sided alpha 0.05 and 80% power.
-Z_975 = 1.959963984540054
-Z_80 = 0.8416212335729143
+#: z quantiles for the minimum detectable difference (two-sided alpha 0.05 and 80% power:
+#: (z_{1-alpha/2} + z_{power}) x SE, the normal-approximation power formula), from scipy.
+Z_975 = float(scipy_norm.ppf(1 - ALPHA / 2))
+Z_80 = float(scipy_norm.ppf(0.80))
 
 
 @dataclass(frozen=True)

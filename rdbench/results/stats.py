@@ -9,14 +9,21 @@ both answered the same test set). It needs each seed's per-query ranks; without 
 t-test over seeds is the fallback when both runs have three seeds or more. The p-values of one
 table are corrected together with Holm's step-down method (:func:`holm`).
 
-scipy is not a dependency, so the Student t distribution is computed here from the regularized
-incomplete beta function (a continued fraction, as in Numerical Recipes section 6.4).
+The distributions and tests come from the libraries statisticians check their work against:
+Welch's test and the t and normal distributions from ``scipy.stats``, Holm's correction from
+``statsmodels.stats.multitest``. What neither offers is written here and says why: the
+two-level bootstrap (:mod:`rdbench.results.bootstrap`; ``scipy.stats.bootstrap`` resamples one
+level of independent observations, not seeds and then the queries both runs answered), and
+Welch's result for samples without any spread, where scipy returns NaN.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
 
 from rdbench.results.bootstrap import (  # noqa: F401  (re-exported: the one place callers import from)
     ALPHA, BOOTSTRAP_METRICS, KS, MAX_RESAMPLES, MIN_RESAMPLES, RESAMPLE_FACTOR, TEST_RECALLS, Z_80,
@@ -25,47 +32,12 @@ from rdbench.results.bootstrap import (  # noqa: F401  (re-exported: the one pla
 )
 
 
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x={x} is outside [0, 1]")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    # The continued fraction converges fast only for x below the mean; use symmetry otherwise.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def _beta_fraction(a: float, b: float, x: float, eps: float = 1e-15, max_iter: int = 500) -> float:
-    """Modified Lentz evaluation of the incomplete beta continued fraction."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, max_iter + 1):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            return h
-    raise ArithmeticError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")
-
-
 def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom (df may be fractional)."""
+    """P(T <= t) for Student's t with ``df`` degrees of freedom (df may be fractional):
+    ``scipy.stats.t``."""
     if df <= 0:
         raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
+    return float(scipy_stats.t.cdf(t, df))
 
 
 @dataclass(frozen=True)
@@ -92,25 +64,19 @@ def welch_ttest(a, b) -> Welch:
     if se2 == 0.0:
         return Welch(0.0 if ma == mb else math.copysign(math.inf, ma - mb), math.inf,
                      1.0 if ma == mb else 0.0)
-    t = (ma - mb) / math.sqrt(se2)
-    df = se2 ** 2 / ((va ** 2 / (len(a) - 1) if va else 0.0) + (vb ** 2 / (len(b) - 1) if vb else 0.0))
-    return Welch(t, df, min(1.0, 2.0 * t_cdf(-abs(t), df)))
+    result = scipy_stats.ttest_ind(a, b, equal_var=False)
+    df = float(getattr(result, "df", math.nan))
+    return Welch(float(result.statistic), df, min(1.0, float(result.pvalue)))
 
 
 def holm(pvalues) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input order.
-
-    Sorted ascending, the i-th smallest of m (i from 1) becomes (m - i + 1) p_(i), made
-    non-decreasing by a running maximum and capped at 1.
-    """
+    """Holm's step-down adjusted p-values, in the input order (``statsmodels``' ``multipletests``
+    with ``method="holm"``: the i-th smallest of m, from 1, becomes (m - i + 1) p_(i), made
+    non-decreasing and capped at 1)."""
     p = [float(v) for v in pvalues]
-    m = len(p)
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(sorted(range(m), key=lambda j: p[j])):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
+    if not p:
+        return []
+    return [float(v) for v in multipletests(p, method="holm")[1]]
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,31 @@ def test_t_cdf_textbook_values():
     assert stats.t_cdf(0.0, 3) == 0.5
 
 
-def test_betainc_edges_and_symmetry():
-    assert stats.betainc(2, 3, 0.0) == 0.0 and stats.betainc(2, 3, 1.0) == 1.0
-    # I_x(1, 1) = x and I_x(a, b) = 1 - I_{1-x}(b, a)
-    assert stats.betainc(1, 1, 0.3) == pytest.approx(0.3)
-    assert stats.betainc(2.5, 0.5, 0.8) == pytest.approx(1 - stats.betainc(0.5, 2.5, 0.2))
-    with pytest.raises(ValueError):
-        stats.betainc(1, 1, 1.5)
+@pytest.mark.parametrize("a, b", [([1, 2, 3], [4, 5, 6]), ([1, 2, 3, 4], [2, 4, 6, 8, 10]),
+                                  ([12.1, 12.9, 12.4, 13.0, 12.6], [11.8, 12.2, 12.0, 12.9, 11.5])])
+def test_welch_equals_statsmodels_and_scipy_on_the_same_samples(a, b):
+    """rdbench's Welch test against two libraries' own (statsmodels' is an independent
+    implementation of the same test)."""
+    from scipy.stats import ttest_ind
+    from statsmodels.stats.weightstats import ttest_ind as sm_ttest_ind
+
+    w = stats.welch_ttest(a, b)
+    t, p, df = sm_ttest_ind(a, b, usevar="unequal")
+    assert (w.t, w.p, w.df) == pytest.approx((t, p, df), rel=1e-10)
+    assert w.p == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+
+
+def test_holm_equals_statsmodels_and_the_mdd_quantiles_its_power_solver():
+    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.power import zt_ind_solve_power
+
+    raw = [0.001, 0.2, 0.013, 0.04, 0.5, 0.0102]
+    assert stats.holm(raw) == pytest.approx(list(multipletests(raw, method="holm")[1]), rel=1e-12)
+    # The minimum detectable difference is (z_{0.975} + z_{0.80}) SE: the effect a two-sided
+    # z-test at alpha 0.05 detects with power 0.8, which statsmodels' power solver also finds.
+    n = 8
+    d = zt_ind_solve_power(effect_size=None, nobs1=n, alpha=0.05, power=0.8, ratio=1.0)
+    assert d / math.sqrt(2 / n) == pytest.approx(stats.Z_975 + stats.Z_80, rel=1e-4)
 
 
 def test_welch_by_hand():
