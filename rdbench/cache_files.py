@@ -30,7 +30,8 @@ def digest_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(path)}.sha256")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -41,7 +42,7 @@ def _sha256(path: Path) -> str:
 def record_digest(path: str | os.PathLike[str]) -> None:
     """Write the checksum of the entry just written at ``path`` beside it."""
     path = Path(path)
-    write_atomic(digest_path(path), _sha256(path) + "\n")
+    write_atomic(digest_path(path), file_sha256(path) + "\n")
     stat = path.stat()
     _checked[str(path)] = (stat.st_size, stat.st_mtime_ns)
 
@@ -63,7 +64,7 @@ def trusted(path: str | os.PathLike[str], what: str) -> bool:
         expected = None
     if expected is None:
         problem = "has no checksum beside it (written by an older rdbench, or cut short)"
-    elif _sha256(path) != expected:
+    elif file_sha256(path) != expected:
         problem = "does not match its checksum (damaged)"
     else:
         _checked[str(path)] = (stat.st_size, stat.st_mtime_ns)

@@ -89,19 +89,24 @@ def test_eta_comes_from_comparable_runs():
 
 
 def test_a_missing_checkpoint_is_found_before_any_run(tmp_path, capsys, monkeypatch):
-    """validate warns about the unset variable; run stops before the first run, writing nothing."""
-    monkeypatch.delenv("RDBENCH_CHECKPOINT", raising=False)
+    """Offline with an empty hub cache: validate passes with a warning naming the checkpoint;
+    run stops before the first run, writing nothing, in one line naming the file to fetch and
+    the setting that points to a copy."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     data = tmp_path / "rsitmd"
     data.mkdir()
     suite = Path(__file__).resolve().parent.parent / "suites" / "paper-rsitmd.yaml"
     assert main(["validate", str(suite), "--set", f"dataset.root={data}"]) == 0
     err = capsys.readouterr().err
-    assert "warning: paper-rsitmd/zero-shot: backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is not set" in err
+    assert "warning: paper-rsitmd/zero-shot: backbone.hub_file is Zilun/GeoRSCLIP/ckpt/RS5M_ViT-B-32.pt but it is " \
+           "not in the Hugging Face cache" in err
     results = tmp_path / "results"
     assert main(["run", str(suite), "--set", f"dataset.root={data}", "--results", str(results)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["rdbench: no run can start, an input is missing: backbone.pretrained is env:RDBENCH_CHECKPOINT "
-                   "but $RDBENCH_CHECKPOINT is not set (every run)"]
+    assert err == ["rdbench: no run can start, an input is missing: backbone.hub_file is Zilun/GeoRSCLIP/ckpt/RS5M_ViT-B-32.pt "
+                   "but it is not in the Hugging Face cache and HF_HUB_OFFLINE is set (fetch it with `hf download "
+                   "Zilun/GeoRSCLIP ckpt/RS5M_ViT-B-32.pt`, or pass --set backbone.pretrained=PATH) (every run)"]
     assert not list(results.rglob("record.json"))
 
 

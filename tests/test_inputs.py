@@ -28,40 +28,67 @@ def runs(tmp_path, defaults: str, runs_yaml: str = "  only: {}\n") -> dict[str, 
     return {run.plan.run: run for run in plan_suite(suite)}
 
 
-def test_paper_suite_without_its_variables_names_both(monkeypatch, tmp_path):
+HUB_LINE = ("paper-rsitmd/{run}: backbone.hub_file is Zilun/GeoRSCLIP/ckpt/RS5M_ViT-B-32.pt but it is not in the "
+            "Hugging Face cache and HF_HUB_OFFLINE is set (fetch it with `hf download Zilun/GeoRSCLIP "
+            "ckpt/RS5M_ViT-B-32.pt`, or pass --set backbone.pretrained=PATH)")
+
+
+def place_in_hub_cache(cache: Path, repo: str, filename: str) -> None:
+    """A file where huggingface_hub keeps a downloaded one (refs/main -> snapshots/<commit>/...)."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit / filename).parent.mkdir(parents=True)
+    (folder / "snapshots" / commit / filename).write_bytes(b"weights")
+
+
+def test_paper_suite_offline_without_its_checkpoint_or_data_names_both(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     by_run = {run.plan.run: run for run in plan_suite(ROOT / "suites" / "paper-rsitmd.yaml", seeds=[0])}
-    lines = missing_inputs(by_run["zero-shot"])
-    assert lines == [
-        "paper-rsitmd/zero-shot: backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is not set",
+    assert missing_inputs(by_run["zero-shot"]) == [
+        HUB_LINE.format(run="zero-shot"),
         "paper-rsitmd/zero-shot: dataset.root is null but $RDBENCH_RSITMD_ROOT is not set "
         "(dataset/rsitmd reads its root from it; or set root)",
     ]
-    # Set, but to nothing usable: empty, and a folder/checkpoint that do not exist.
-    monkeypatch.setenv("RDBENCH_CHECKPOINT", "")
     monkeypatch.setenv("RDBENCH_RSITMD_ROOT", str(tmp_path / "no-rsitmd"))
-    assert missing_inputs(by_run["lora"]) == [
-        "paper-rsitmd/lora: backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is empty",
+    assert missing_inputs(by_run["lora"])[1] == (
         f"paper-rsitmd/lora: dataset.root is null, so $RDBENCH_RSITMD_ROOT = {tmp_path / 'no-rsitmd'} is read, "
-        f"but {tmp_path / 'no-rsitmd'} does not exist",
-    ]
-    monkeypatch.setenv("RDBENCH_CHECKPOINT", str(tmp_path / "RS5M_ViT-B-32.pt"))
-    assert missing_inputs(by_run["lora"])[0] == (
-        f"paper-rsitmd/lora: backbone.pretrained is env:RDBENCH_CHECKPOINT ($RDBENCH_CHECKPOINT = "
-        f"{tmp_path / 'RS5M_ViT-B-32.pt'}) but {tmp_path / 'RS5M_ViT-B-32.pt'} does not exist")
-    # Everything there: nothing missing, for every run of the suite.
-    (tmp_path / "RS5M_ViT-B-32.pt").write_bytes(b"weights")
+        f"but {tmp_path / 'no-rsitmd'} does not exist")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: the run fetches the checkpoint, nothing to say
+    assert len(missing_inputs(by_run["lora"])) == 1
+    # Everything there: the checkpoint in the hub cache, the data folder; nothing missing offline.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    place_in_hub_cache(tmp_path / "hub", "Zilun/GeoRSCLIP", "ckpt/RS5M_ViT-B-32.pt")
     (tmp_path / "rsitmd").mkdir()
     monkeypatch.setenv("RDBENCH_RSITMD_ROOT", str(tmp_path / "rsitmd"))
     assert all(missing_inputs(run) == [] for run in by_run.values())
 
 
+def test_an_env_checkpoint_unset_empty_or_absent_is_named(monkeypatch, tmp_path):
+    by_run = runs(tmp_path, "  backbone: {name: backbone/open-clip, architecture: rdbench-test, pretrained: 'env:RDBENCH_CHECKPOINT'}\n"
+                            f"  dataset: {{name: dataset/synthetic-rs, root: {tmp_path / 'data'}}}\n")
+    assert missing_inputs(by_run["only"]) == [
+        "inputs/only: backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is not set"]
+    monkeypatch.setenv("RDBENCH_CHECKPOINT", "")
+    assert missing_inputs(by_run["only"]) == [
+        "inputs/only: backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is empty"]
+    monkeypatch.setenv("RDBENCH_CHECKPOINT", str(tmp_path / "RS5M_ViT-B-32.pt"))
+    assert missing_inputs(by_run["only"]) == [
+        f"inputs/only: backbone.pretrained is env:RDBENCH_CHECKPOINT ($RDBENCH_CHECKPOINT = "
+        f"{tmp_path / 'RS5M_ViT-B-32.pt'}) but {tmp_path / 'RS5M_ViT-B-32.pt'} does not exist"]
+    (tmp_path / "RS5M_ViT-B-32.pt").write_bytes(b"weights")
+    assert missing_inputs(by_run["only"]) == []
+
+
 def test_environment_can_be_passed_instead_of_read(tmp_path):
     run = {r.plan.run: r for r in plan_suite(ROOT / "suites" / "paper-rsicd.yaml", seeds=[0])}["rdb"]
-    (tmp_path / "w.pt").write_bytes(b"w")
+    place_in_hub_cache(tmp_path / "hub", "Zilun/GeoRSCLIP", "ckpt/RS5M_ViT-B-32.pt")
     (tmp_path / "rsicd").mkdir()
-    assert missing_inputs(run, {"RDBENCH_CHECKPOINT": str(tmp_path / "w.pt"),
+    assert missing_inputs(run, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
                                 "RDBENCH_RSICD_ROOT": str(tmp_path / "rsicd")}) == []
-    assert len(missing_inputs(run, {})) == 2
+    assert len(missing_inputs(run, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")})) == 2
 
 
 def test_plain_paths_that_do_not_exist(tmp_path):

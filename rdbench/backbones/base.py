@@ -13,7 +13,6 @@ Contract of a ``backbone/*`` component:
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rdbench.backbones.hub import check_sha256, hub_checkpoint
+from rdbench.cache_files import file_sha256  # noqa: F401  (re-exported for tiny_rs and plugins)
 from rdbench.errors import DataError
 from rdbench.openclip import create_model, open_clip
 from rdbench.registry import REGISTRY, register
@@ -49,14 +50,6 @@ class Backbone(abc.ABC):
 REGISTRY.define_kind("backbone", Backbone)
 
 
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @register("backbone/open-clip", example={"architecture": "rdbench-test"})
 class OpenCLIPBackbone(Backbone):
     """Any open_clip architecture, with an open_clip pretrained tag or a local checkpoint.
@@ -67,14 +60,30 @@ class OpenCLIPBackbone(Backbone):
     file serves every machine. ``None`` gives random weights (parameter counts, benchmarks). A local checkpoint is
     loaded with ``weights_only=True`` and its SHA-256 goes into every record.
 
+    ``hub_repo`` and ``hub_file`` name a state dict on the Hugging Face hub instead
+    (:mod:`rdbench.backbones.hub`; the presets ``backbone/georsclip-*`` and ``backbone/remoteclip-*``
+    set them); a ``pretrained`` path, when given, takes precedence over them.
+
     Args:
         architecture: An open_clip architecture name (``open_clip.list_models()``).
         pretrained: An open_clip pretrained tag, the path of a local open_clip state dict,
-            ``env:VAR`` for a path held in an environment variable, or None for random weights.
+            ``env:VAR`` for a path held in an environment variable, or None for random weights
+            (or the hub file, when ``hub_repo`` is set).
         image_size: Input image size in pixels; None: the architecture's own.
+        hub_repo: A Hugging Face hub repository holding an open_clip state dict, e.g.
+            ``chendelong/RemoteCLIP``.
+        hub_file: The state dict's file name in ``hub_repo``, e.g. ``RemoteCLIP-ViT-B-32.pt``.
+        sha256: The checkpoint file's SHA-256 as its authors publish it; a file that differs
+            is refused. None: not published (the record carries the file's own SHA-256).
     """
 
-    def __init__(self, architecture: str = "ViT-B-32", pretrained: str | None = None, image_size: int | None = None):
+    def __init__(self, architecture: str = "ViT-B-32", pretrained: str | None = None, image_size: int | None = None,
+                 hub_repo: str | None = None, hub_file: str | None = None, sha256: str | None = None):
+        if (hub_repo is None) != (hub_file is None):
+            raise ValueError("hub_repo and hub_file go together: name both or neither")
+        if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+            raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+        self.hub_repo, self.hub_file, self.sha256 = hub_repo, hub_file, sha256
         if open_clip.get_model_config(architecture) is None:
             import difflib
 
@@ -106,6 +115,8 @@ class OpenCLIPBackbone(Backbone):
     def _local_checkpoint(self) -> Path | None:
         pretrained = self._pretrained()
         if pretrained is None:
+            if self.hub_repo is not None and self.hub_file is not None:
+                return hub_checkpoint(self.hub_repo, self.hub_file, self.sha256)
             return None
         path = Path(pretrained).expanduser()
         looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained
@@ -114,6 +125,8 @@ class OpenCLIPBackbone(Backbone):
                 f"{path}: backbone checkpoint not found (expected an open_clip state dict file for {self.architecture}, "
                 "e.g. GeoRSCLIP's RS5M_ViT-B-32.pt)"
             )
+        if looks_like_path:
+            check_sha256(path, self.sha256, f"backbone {self.architecture}")
         return path if looks_like_path else None
 
     def build_model(self) -> nn.Module:
@@ -134,8 +147,11 @@ class OpenCLIPBackbone(Backbone):
 
     def provenance(self) -> dict[str, Any]:
         # ``pretrained`` as configured (possibly env:VAR); ``checkpoint`` the file or tag it resolved to.
-        return {"architecture": self.architecture, "pretrained": self.pretrained, "checkpoint": self._checkpoint,
-                "checksum": self._checksum}
+        out = {"architecture": self.architecture, "pretrained": self.pretrained, "checkpoint": self._checkpoint,
+               "checksum": self._checksum}
+        if self.hub_repo is not None:
+            out["hub"] = f"{self.hub_repo}/{self.hub_file}"
+        return out
 
 
 def load_state(model: nn.Module, path: Path, architecture: str) -> None:

@@ -10,6 +10,9 @@ stop before hours of work fail on the first run:
 - an ``env:VAR`` string argument whose variable is unset or empty;
 - a dataset whose ``root`` is null and whose class reads an environment variable
   (``env_var``, e.g. ``RDBENCH_RSITMD_ROOT``) that is unset or empty;
+- a hub checkpoint (``hub_repo`` / ``hub_file``, the ``backbone/georsclip-*`` and
+  ``backbone/remoteclip-*`` presets) that is not in the Hugging Face cache while
+  ``HF_HUB_OFFLINE`` is set (online, the run fetches it);
 - a path argument that does not exist: ``root``, ``image_dir`` and ``exclude`` (or the names a
   component lists in ``input_paths``; the synthetic dataset lists none, it writes its root),
   and ``pretrained`` when it looks like a path (a ``/`` or a ``.pt``, ``.pth``, ``.bin`` or
@@ -70,6 +73,21 @@ def _component(component: Any, where: str, env: Mapping[str, str]) -> Iterator[t
     for arg, value in values.items():
         yield from _value(value, f"{where}.{arg}", arg, paths, env)
     yield from _root_variable(cls, values, where, env)
+    yield from _hub_file(values, where, env)
+
+
+def _hub_file(values: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    repo, filename = values.get("hub_repo"), values.get("hub_file")
+    if not (isinstance(repo, str) and isinstance(filename, str)) or values.get("pretrained"):
+        return  # no hub file, or a pretrained path given instead of it
+    if env.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on"):
+        return  # online: the run fetches what the cache lacks
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, filename, cache_dir=env.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+    if not isinstance(cached, str):
+        yield (f"{where}.hub_file", f"is {repo}/{filename} but it is not in the Hugging Face cache and HF_HUB_OFFLINE "
+               f"is set (fetch it with `hf download {repo} {filename}`, or pass --set {where}.pretrained=PATH)")
 
 
 def _value(value: Any, where: str, arg: str, paths: tuple[str, ...],

@@ -98,14 +98,17 @@ def test_a_root_without_a_dataset_fails_the_run_with_the_expected_layout(tmp_pat
 
 @pytest.mark.parametrize("name", ["paper-rsicd", "paper-rsitmd"])
 def test_paper_suites_validate_without_data_and_stop_in_one_line(name, tmp_path, monkeypatch, capsys):
-    for var in ("RDBENCH_CHECKPOINT", "RDBENCH_RSICD_ROOT", "RDBENCH_RSITMD_ROOT"):
+    for var in ("RDBENCH_RSICD_ROOT", "RDBENCH_RSITMD_ROOT"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # empty: the checkpoint was never fetched
     suite = ROOT / "suites" / f"{name}.yaml"
     assert main(["validate", str(suite)]) == 0
-    assert "$RDBENCH_CHECKPOINT is not set" in capsys.readouterr().err
+    assert "Zilun/GeoRSCLIP/ckpt/RS5M_ViT-B-32.pt but it is not in the Hugging Face cache" in capsys.readouterr().err
     results = tmp_path / "results"
     assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0"]) == 2
-    assert "backbone.pretrained is env:RDBENCH_CHECKPOINT but $RDBENCH_CHECKPOINT is not set" in capsys.readouterr().err
-    monkeypatch.setenv("RDBENCH_CHECKPOINT", str(tmp_path / "RS5M_ViT-B-32.pt"))
-    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0"]) == 2
-    assert "RS5M_ViT-B-32.pt" in capsys.readouterr().err and not list(results.rglob("record.json"))
+    assert "hf download Zilun/GeoRSCLIP ckpt/RS5M_ViT-B-32.pt" in capsys.readouterr().err
+    absent = tmp_path / "RS5M_ViT-B-32.pt"  # a copy of one's own, named by path instead: it must exist
+    assert main(["run", str(suite), "--results", str(results), "--only", "lora", "--seeds", "0",
+                 "--set", f"backbone.pretrained={absent}"]) == 2
+    assert "RS5M_ViT-B-32.pt does not exist" in capsys.readouterr().err and not list(results.rglob("record.json"))
