@@ -6,28 +6,23 @@ right architecture, placed where the hub cache holds a downloaded file."""
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from hub_cache import place_in_hub_cache as place_file
 
 from rdbench.errors import DataError
 from rdbench.openclip import create_model
 from rdbench.resolution.spec import resolve
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
 def place_in_hub_cache(cache: Path, repo: str, filename: str, architecture: str) -> tuple[Path, dict]:
-    """Save a random ``architecture`` state dict where hf_hub_download finds ``repo``/``filename``."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(COMMIT)
-    path = folder / "snapshots" / COMMIT / filename
-    path.parent.mkdir(parents=True)
+    """A random ``architecture`` state dict where hf_hub_download finds ``repo``/``filename``."""
     state = create_model(architecture, pretrained=None).state_dict()
-    torch.save(state, path)
-    return path, state
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return place_file(cache, repo, filename, buffer.getvalue()), state
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_cache import place_in_hub_cache
 
 from rdbench.resolution.inputs import missing_inputs
 from rdbench.resolution.run import plan_suite
@@ -31,16 +32,6 @@ def runs(tmp_path, defaults: str, runs_yaml: str = "  only: {}\n") -> dict[str, 
 HUB_LINE = ("paper-rsitmd/{run}: backbone.hub_file is Zilun/GeoRSCLIP/ckpt/RS5M_ViT-B-32.pt but it is not in the "
             "Hugging Face cache and HF_HUB_OFFLINE is set (fetch it with `hf download Zilun/GeoRSCLIP "
             "ckpt/RS5M_ViT-B-32.pt`, or pass --set backbone.pretrained=PATH)")
-
-
-def place_in_hub_cache(cache: Path, repo: str, filename: str) -> None:
-    """A file where huggingface_hub keeps a downloaded one (refs/main -> snapshots/<commit>/...)."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    commit = "0" * 40
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
-    (folder / "snapshots" / commit / filename).parent.mkdir(parents=True)
-    (folder / "snapshots" / commit / filename).write_bytes(b"weights")
 
 
 def test_paper_suite_offline_without_its_checkpoint_or_data_names_both(monkeypatch, tmp_path):

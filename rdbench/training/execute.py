@@ -166,8 +166,8 @@ def quiet_lightning():
         yield
 
 
-def _resumable(folder: Path, config: dict[str, Any]) -> Path | None:
-    """The last checkpoint of an interrupted attempt at this very config, if any.
+def _resumable(folder: Path, config: dict[str, Any]) -> tuple[Path, int] | None:
+    """The last checkpoint of an interrupted attempt at this very config and its step, if any.
 
     A checkpoint that cannot be loaded (a disk that filled, a copy cut short) is set aside as
     ``last.ckpt.corrupt`` with one warning and the run starts fresh, rather than failing every
@@ -181,7 +181,7 @@ def _resumable(folder: Path, config: dict[str, Any]) -> Path | None:
         return None
     try:
         state = torch.load(last, map_location="cpu", weights_only=True)
-        int(state["global_step"])
+        step = int(state["global_step"])
     except Exception as exc:  # any unreadable file: truncated, zeroed, not a checkpoint
         aside = last.with_name("last.ckpt.corrupt")
         replace_file(last, aside)
@@ -189,7 +189,7 @@ def _resumable(folder: Path, config: dict[str, Any]) -> Path | None:
         print(f"warning: {last}: cannot be resumed from ({first}); set aside as {aside.name}, "
               "training from the start", file=sys.stderr)
         return None
-    return last
+    return last, step
 
 
 def _terminal() -> bool:
@@ -207,7 +207,7 @@ def _provenance(record: Record, run: ResolvedRun, parts: Assembly) -> None:
     record.provenance["dataset"] = dataset
 
 
-def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: Path | None, callbacks: list,
+def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: tuple[Path, int] | None, callbacks: list,
                         test: bool = True, trained_in: Path | None = None) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -228,7 +228,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     }
     if module.features is not None:
         record.cost["feature_cache"] = True
-    resumed_step = int(torch.load(resume, map_location="cpu", weights_only=True)["global_step"]) if resume else None
+    resume_from, resumed_step = resume if resume is not None else (None, None)
     towers = TowerGradients()
     checkpoint = ModelCheckpoint(
         dirpath=folder / "checkpoints", filename="best", monitor=run.selection.monitor, mode=run.selection.mode,
@@ -261,7 +261,7 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
         will_train = False
     elif will_train:
         record.resumed_from_step = resumed_step
-        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         record.train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         record.train["epochs"] = trainer.current_epoch
         record.train["steps"] = trainer.global_step
