@@ -50,16 +50,23 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
+def kill_after_first_checkpoint(tmp_path: Path, suite: str, run: str) -> Path:
+    """Start ``rdbench run s.yaml`` in ``tmp_path``, SIGKILL it once ``run`` has written its first
+    resumable checkpoint; that checkpoint's path."""
+    proc = cli("run", "s.yaml", cwd=tmp_path)
+    last = tmp_path / "results" / suite / run / "seed0" / "checkpoints" / "last.ckpt"
+    wait_for(last, proc)
+    assert last.exists(), f"run {run} never wrote a resumable checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return last
+
+
 @pytest.mark.slow  # rdbench subprocesses
 def test_kill_9_then_rerun_resumes_and_redoes_nothing(tmp_path):
     (tmp_path / "s.yaml").write_text(suite_text("killed", "  a: {}\n  b: {}\n  c: {}\n", epochs=6, train=24))
     results = tmp_path / "results"
-    proc = cli("run", "s.yaml", cwd=tmp_path)
-    last = results / "killed" / "b" / "seed0" / "checkpoints" / "last.ckpt"
-    wait_for(last, proc)
-    assert last.exists(), "run b never wrote a resumable checkpoint"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(tmp_path, "killed", "b")
     before = records(results, "killed")
     assert before["a"]["status"] == "success" and "b" not in before
     rerun = cli("run", "s.yaml", cwd=tmp_path)
@@ -269,12 +276,7 @@ def test_a_corrupt_last_checkpoint_is_set_aside_and_the_run_starts_fresh(tmp_pat
     trains from the start to a successful record."""
     (tmp_path / "s.yaml").write_text(suite_text("corrupt", "  a: {}\n", epochs=6, train=24))
     results = tmp_path / "results"
-    proc = cli("run", "s.yaml", cwd=tmp_path)
-    last = results / "corrupt" / "a" / "seed0" / "checkpoints" / "last.ckpt"
-    wait_for(last, proc)
-    assert last.exists(), "the run never wrote a resumable checkpoint"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    last = kill_after_first_checkpoint(tmp_path, "corrupt", "a")
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
     rerun = cli("run", "s.yaml", cwd=tmp_path)
