@@ -21,3 +21,4 @@ import rdbench.losses.dtcl  # noqa: F401
 import rdbench.losses.weighting  # noqa: F401
 import rdbench.optim  # noqa: F401
 import rdbench.transforms  # noqa: F401
+import rdbench.training.trackers  # noqa: F401  (the logger kind: Lightning loggers, imported when a run starts)

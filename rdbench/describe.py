@@ -213,6 +213,8 @@ def type_text(hint: Any) -> str:
         return "any"
     if isinstance(hint, str):
         return hint
+    if isinstance(hint, typing.ForwardRef):  # an annotation its module only imports for type checkers
+        return hint.__forward_arg__
     if hint is type(None):
         return "None"
     origin, targs = typing.get_origin(hint), typing.get_args(hint)

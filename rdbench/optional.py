@@ -16,20 +16,21 @@ import importlib.util
 from rdbench.errors import RdbenchError
 
 #: module -> the extra of pyproject.toml that installs it
-EXTRAS = {"matplotlib": "plot"}
+EXTRAS = {"matplotlib": "plot", "tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 class MissingDependency(RdbenchError):
     """An optional module a requested feature needs is not installed."""
 
 
-def require(module: str, purpose: str) -> None:
-    """Raise :class:`MissingDependency` unless ``module`` can be imported."""
+def require(module: str, purpose: str, extra: str | None = None) -> None:
+    """Raise :class:`MissingDependency` unless ``module`` can be imported; the message names
+    ``extra`` (by default the one :data:`EXTRAS` lists for the module)."""
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package missing, or a module without a spec
         found = False
     if not found:
-        extra = EXTRAS.get(module.split(".")[0])
+        extra = extra or EXTRAS.get(module.split(".")[0])
         how = f"pip install 'rdbench[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
         raise MissingDependency(f"{purpose} needs {module}, which is not installed here: {how}")

@@ -40,6 +40,7 @@ KINDS = (
     "loss",
     "weighting",
     "optimizer",
+    "logger",
 )
 
 #: Where the project's own presets live (``registry/`` beside the package in a checkout).

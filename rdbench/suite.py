@@ -37,7 +37,9 @@ COMPONENT_SLOTS = {
 }
 #: Slots that hold plain settings.
 PLAIN_SLOTS = ("trainer", "data", "seeds", "selection", "select")
-SLOTS = (*COMPONENT_SLOTS, *PLAIN_SLOTS)
+#: Slots that hold a list of components of one kind (experiment trackers, rdbench.training.trackers).
+LIST_SLOTS = {"logger": "logger"}
+SLOTS = (*COMPONENT_SLOTS, *LIST_SLOTS, *PLAIN_SLOTS)
 SUITE_KEYS = ("suite", "description", "defaults", "runs", "search", "quick")
 #: What ``--quick`` adds to a suite's name: its records live apart from the full suite's.
 QUICK_SUFFIX = "-quick"

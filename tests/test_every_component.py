@@ -22,7 +22,7 @@ import torch
 from rdbench.data.table import COLUMNS, SPLITS
 from rdbench.registry import KINDS, REGISTRY, Entry
 from rdbench.resolution.spec import resolve
-from rdbench.testing import build_module, check_adapter, snapshot, tiny_clip_config, train_steps
+from rdbench.testing import build_module, check_adapter, check_loss_term, snapshot, tiny_clip_config, train_steps
 
 DATA_TESTS = str(Path(__file__).resolve().parent / "data")
 if DATA_TESTS not in sys.path:  # pytest puts it there only once it has collected a test in it
@@ -144,8 +144,7 @@ def exercise_interaction(spec):
 
 
 def exercise_loss(spec):
-    module = build_module(cmaa(), loss=resolve(spec, "loss").build())
-    assert finite(train_steps(module, 2))
+    check_loss_term(lambda: resolve(spec, "loss").build(), adapter=cmaa())
 
 
 def exercise_weighting(spec):
@@ -164,6 +163,30 @@ def exercise_optimizer(spec):
     assert all(torch.equal(p.detach(), start[n]) for n, p in module.named_parameters() if not p.requires_grad)
 
 
+def exercise_logger(spec):
+    """A tracker opens a run in the run's folder, takes metrics and the config, and closes."""
+    import tempfile
+
+    from rdbench.suite import RunPlan
+    from rdbench.training import trackers
+
+    resolved = resolve(spec, "logger")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "results" / "suite" / "run" / "seed0"
+        folder.mkdir(parents=True)
+        plan = RunPlan("suite", "run", 0, 0, {})
+        made = trackers.make_loggers([resolved], folder, plan, resumed=False, resumed_step=None)
+        if resolved.key == trackers.CSV_KEY:  # the run's own log, built by the run itself
+            assert made == [] and resolved.cls(**trackers.fill(resolved.args, trackers.run_names(folder, plan))).log_dir.startswith(str(folder))
+            return
+        [(label, logger)] = made
+        [ref] = trackers.start(made, folder, {"suite": "suite", "seed": 0, "components": {"adapter": {"key": "adapter/none"}}})
+        assert ref["logger"] == label and ref.get("uri")
+        logger.log_metrics({"train/loss": 1.0}, step=1)
+        trackers.finish(made, {"test/mR": 50.0, "test@pir/mR": 50.0}, 2, "success")
+        assert (folder / trackers.TRACKERS_FILE).is_file()
+
+
 EXERCISE = {
     "backbone": exercise_backbone,
     "dataset": exercise_dataset,
@@ -174,6 +197,7 @@ EXERCISE = {
     "loss": exercise_loss,
     "weighting": exercise_weighting,
     "optimizer": exercise_optimizer,
+    "logger": exercise_logger,
 }
 
 

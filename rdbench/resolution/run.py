@@ -21,7 +21,8 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from rdbench.errors import ConfigError, PluginImportError, RdbenchError
 from rdbench.resolution.select import SelectSpec, family_space_of, parse_select, probe_values, with_values
 from rdbench.resolution.spec import Resolved, check_plain, resolve
-from rdbench.suite import COMPONENT_SLOTS, RunPlan, expand, load_suite, merge
+from rdbench.suite import COMPONENT_SLOTS, LIST_SLOTS, RunPlan, expand, load_suite, merge
+from rdbench.training.trackers import OBSERVERS, check_installed
 
 #: Slots a suite may leave out, and what they default to.
 DEFAULT_SLOTS = {
@@ -93,6 +94,8 @@ class ResolvedRun:
     notes: list[str] = field(default_factory=list)
     #: Hyper-parameter selection before the run's seeds train (the ``select`` slot), or None.
     select: SelectSpec | None = None
+    #: Experiment trackers beside the CSV log (the ``logger`` slot; rdbench.training.trackers).
+    loggers: list[Resolved] = field(default_factory=list)
 
     @property
     def seed(self) -> int:
@@ -110,7 +113,14 @@ class ResolvedRun:
             "data": asdict(self.data),
             "selection": asdict(self.selection),
             **({"select": self.select.as_config()} if self.select is not None else {}),
+            **({"logger": [r.record() for r in self.loggers]} if self.loggers else {}),
         }
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without what only observes the run (trackers): two configs with the
+    same identity train the same weights, so one's record or checkpoint serves the other."""
+    return {k: v for k, v in config.items() if k not in OBSERVERS}
 
 
 def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
@@ -140,6 +150,8 @@ def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
         selection = _dataclass(Selection, config.get("selection") or {}, "selection")
     except RdbenchError as exc:
         raise ConfigError(f"{where}: run {plan.run!r}, {exc}") from None
+    loggers = [resolve_listed(spec, kind, f"{where}: run {plan.run!r}, {slot}")
+               for slot, kind in LIST_SLOTS.items() for spec in listed(config.get(slot), f"{where}: run {plan.run!r}, {slot}")]
     adapter = components.get("adapter")
     select = parse_select(config.get("select"), f"{where}: run {plan.run!r}",
                           family_space_of(adapter.cls if adapter else None), adapter.key if adapter else "the adapter")
@@ -150,7 +162,29 @@ def resolve_plan(plan: RunPlan, where: str | Path) -> ResolvedRun:
             resolve_plan(probe, where)
         except ConfigError as exc:
             raise ConfigError(f"{exc} (with the values of select: {probe_values(select)})") from None
-    return ResolvedRun(plan, components, trainer, data, selection, select=select)
+    return ResolvedRun(plan, components, trainer, data, selection, select=select, loggers=loggers)
+
+
+def listed(value: Any, where: str) -> list[Any]:
+    """A list slot's entries: a list, or one entry given alone (``logger: tensorboard``)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise ConfigError(f"{where}: expected a key, a {{name: key, ...}} mapping or a list of them, got {value!r}")
+
+
+def resolve_listed(spec: Any, kind: str, where: str) -> Resolved:
+    try:
+        resolved = resolve(spec, kind)
+        check_installed(resolved.key)
+    except PluginImportError as exc:
+        raise PluginImportError(f"{where}: {exc}") from None
+    except RdbenchError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return resolved
 
 
 def as_composite(loss: Resolved) -> Resolved:
@@ -207,7 +241,7 @@ def resolve_config(config: dict[str, Any], where: str | Path) -> ResolvedRun:
     unknown = [slot for slot in components if slot not in COMPONENT_SLOTS]
     if unknown:
         raise ConfigError(f"{where}: unknown component slot(s) {', '.join(unknown)}")
-    run_config = {**components, **{k: config[k] for k in ("trainer", "data", "selection", "select") if k in config}}
+    run_config = {**components, **{k: config[k] for k in ("trainer", "data", "selection", "select", *LIST_SLOTS) if k in config}}
     trainer = dict(run_config.get("trainer") or {})
     for key in TRAINER_FIXED:  # rdbench sets these itself; a written config repeats them
         trainer.pop(key, None)

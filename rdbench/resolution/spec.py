@@ -165,8 +165,8 @@ def _contract_class(class_path: str, kind: str) -> type:
     cls = import_class_path(class_path)
     if contract is not None and not (isinstance(cls, type) and issubclass(cls, contract)):
         what = f"class {cls.__name__}" if isinstance(cls, type) else f"a {type(cls).__name__}, not a class"
-        raise ConfigError(f"class_path {class_path!r} is {what}; {slot} slot takes a subclass of "
-                          f"{contract.__module__}.{contract.__qualname__}")
+        named = getattr(contract, "contract_name", f"{contract.__module__}.{contract.__qualname__}")
+        raise ConfigError(f"class_path {class_path!r} is {what}; {slot} slot takes a subclass of {named}")
     return cls
 
 

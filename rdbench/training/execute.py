@@ -31,9 +31,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rdbench.atomic import replace_file, write_json, write_yaml
 from rdbench.data.table import table_fingerprint
 from rdbench.errors import RdbenchError
-from rdbench.resolution.run import ResolvedRun, Unresolvable
+from rdbench.resolution.run import ResolvedRun, Unresolvable, identity
 from rdbench.results.record import CONFIG_FILE, RANKS_FILE, Record, code_version, now, package_versions
 from rdbench.training.assemble import Assembly, assemble
+from rdbench.training import trackers
 from rdbench.training.evaluate import evaluate
 from rdbench.training.interrupt import Interrupted, StopAtStep, received
 
@@ -152,8 +153,13 @@ def execute(run: ResolvedRun, folder: Path, fresh: bool = False, extra_callbacks
 
 
 #: Messages a user can do nothing about: Lightning's notice that SLURM's ``srun`` exists (it
-#: is not used to launch a plain run), and a deprecation inside Lightning's own pytree code.
-QUIET = (r".*The `srun` command is available on your system but is not used.*", r".*LeafSpec.*")
+#: is not used to launch a plain run), a deprecation inside Lightning's own pytree code, and
+#: the renaming of every R@K metric for MLflow, and a resume finding its own checkpoints.
+QUIET = (r".*The `srun` command is available on your system but is not used.*", r".*LeafSpec.*",
+         # MLflow's metric names drop the "@" of R@K (val/i2t_R1): docs/trackers.md says so once
+         r".*MLFlow only allows.*special characters in metric name.*",
+         # a resumed run's checkpoint folder holds its own earlier checkpoints, by design
+         r".*Checkpoint directory .* exists and is not empty.*")
 
 
 @contextlib.contextmanager
@@ -174,7 +180,8 @@ def _resumable(folder: Path, config: dict[str, Any]) -> tuple[Path, int] | None:
     later attempt on the same file."""
     last = folder / "checkpoints" / "last.ckpt"
     try:
-        same = yaml.safe_load((folder / CONFIG_FILE).read_text()) == yaml.safe_load(yaml.safe_dump(config))
+        old = yaml.safe_load((folder / CONFIG_FILE).read_text())
+        same = isinstance(old, dict) and identity(old) == yaml.safe_load(yaml.safe_dump(identity(config)))
     except (OSError, yaml.YAMLError):
         return None
     if not (same and last.is_file()):
@@ -239,59 +246,69 @@ def _train_and_evaluate(run: ResolvedRun, folder: Path, record: Record, resume: 
     settings, lines = dict(run.trainer), []
     if not _terminal():
         settings["enable_progress_bar"], lines = False, [EpochLines()]
+    # Trackers (the suite's logger slot) on rank zero, beside the CSV log every run keeps.
+    loggers = trackers.make_loggers(run.loggers, folder, run.plan, resume is not None, resumed_step) if is_rank_zero() else []
+    if loggers:
+        record.provenance["trackers"] = trackers.start(loggers, folder, run.config())
     trainer = L.Trainer(
         **settings,
         callbacks=[checkpoint, ResumableCheckpoint(folder / "checkpoints" / "last.ckpt", checkpoint_every()),
                    StepOnFailure(), StopAtStep(), towers, *lines, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # Nothing trains in a run that takes a candidate's training over: the candidate's log is
-        # copied, and a logger would clear its folder.
-        logger=ResumableCSVLogger(folder, name="logs", version="", keep_below_step=resumed_step)
-        if trained_in is None else False, default_root_dir=folder,
+        # copied, and a CSV logger would clear its folder.
+        logger=([ResumableCSVLogger(folder, name="logs", version="", keep_below_step=resumed_step)]
+                if trained_in is None else []) + [logger for _, logger in loggers] or False,
+        default_root_dir=folder,
     )
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    will_train = record.cost["trainable_params"] > 0 and run.trainer.get("max_epochs") != 0 and run.trainer.get("max_steps") != 0
-    if will_train and trained_in is not None:
-        _take_over(trained_in, folder, record)
-        record.selection = {"monitor": run.selection.monitor, **record.selection}
-        taken = folder / record.selection["checkpoint"]
-        module.load_trained(torch.load(taken, map_location="cpu", weights_only=True)["state_dict"], str(taken))
-        will_train = False
-    elif will_train:
-        record.resumed_from_step = resumed_step
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
-        record.train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-        record.train["epochs"] = trainer.current_epoch
-        record.train["steps"] = trainer.global_step
-        record.diagnostics["train"] = towers.summary()
-    if trained_in is None:
-        record.cost["train_time_s"] = round(time.perf_counter() - t0, 3)
-        record.selection = {"monitor": run.selection.monitor, "best_score": None, "checkpoint": None}
-    selected = None  # the validation loop's evaluation of the selected checkpoint, if it ran here
-    if checkpoint.best_model_path:
-        saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-        module.load_trained(saved["state_dict"], checkpoint.best_model_path)
-        record.selection.update(best_score=float(checkpoint.best_model_score),
-                                checkpoint=str(Path(checkpoint.best_model_path).relative_to(folder)))
-        selected = module.val_evaluations.get(saved.get("global_step"))
-    for split in ("val", "test") if test else ("val",):
-        if split == "val" and trained_in is not None and _took_over_val(trained_in, record):
-            continue
-        if split == "val" and selected is not None:
-            # The checkpoint holds the very weights this evaluation saw (it was saved right
-            # after it, on the same loader), so encoding the split again would repeat it.
-            result = selected
-        else:
-            # the test split also under each public evaluation code's tie handling (test@pir/mR, ...)
-            result = evaluate(trainer, module, data, split, lineages=split == "test")
-        record.metrics.update({f"{split}/{k}": v for k, v in result.metrics.items()})
-        for rule, values in result.lineages.items():
-            record.metrics.update({f"{split}@{rule}/{k}": v for k, v in values.items()})
-        record.eval[split] = dict(result.counts)
-        record.diagnostics[split] = result.diagnostics if split == "test" else {
-            k: v for k, v in result.diagnostics.items() if k != "per_class"}
+    status = "failed"
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        will_train = record.cost["trainable_params"] > 0 and run.trainer.get("max_epochs") != 0 and run.trainer.get("max_steps") != 0
+        if will_train and trained_in is not None:
+            _take_over(trained_in, folder, record)
+            record.selection = {"monitor": run.selection.monitor, **record.selection}
+            taken = folder / record.selection["checkpoint"]
+            module.load_trained(torch.load(taken, map_location="cpu", weights_only=True)["state_dict"], str(taken))
+            will_train = False
+        elif will_train:
+            record.resumed_from_step = resumed_step
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+            record.train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+            record.train["epochs"] = trainer.current_epoch
+            record.train["steps"] = trainer.global_step
+            record.diagnostics["train"] = towers.summary()
+        if trained_in is None:
+            record.cost["train_time_s"] = round(time.perf_counter() - t0, 3)
+            record.selection = {"monitor": run.selection.monitor, "best_score": None, "checkpoint": None}
+        selected = None  # the validation loop's evaluation of the selected checkpoint, if it ran here
+        if checkpoint.best_model_path:
+            saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+            module.load_trained(saved["state_dict"], checkpoint.best_model_path)
+            record.selection.update(best_score=float(checkpoint.best_model_score),
+                                    checkpoint=str(Path(checkpoint.best_model_path).relative_to(folder)))
+            selected = module.val_evaluations.get(saved.get("global_step"))
+        for split in ("val", "test") if test else ("val",):
+            if split == "val" and trained_in is not None and _took_over_val(trained_in, record):
+                continue
+            if split == "val" and selected is not None:
+                # The checkpoint holds the very weights this evaluation saw (it was saved right
+                # after it, on the same loader), so encoding the split again would repeat it.
+                result = selected
+            else:
+                # the test split also under each public evaluation code's tie handling (test@pir/mR, ...)
+                result = evaluate(trainer, module, data, split, lineages=split == "test")
+            record.metrics.update({f"{split}/{k}": v for k, v in result.metrics.items()})
+            for rule, values in result.lineages.items():
+                record.metrics.update({f"{split}@{rule}/{k}": v for k, v in values.items()})
+            record.eval[split] = dict(result.counts)
+            record.diagnostics[split] = result.diagnostics if split == "test" else {
+                k: v for k, v in result.diagnostics.items() if k != "per_class"}
+        status = "success"
+    finally:  # a W&B run left open would take the next run's metrics
+        trackers.finish(loggers, record.metrics if status == "success" else {}, trainer.global_step, status)
     # Per-query test ranks, for paired significance tests across methods (same test queries).
     if test and is_rank_zero():
         write_json(folder / RANKS_FILE, {"split": "test", "i2t": result.ranks["i2t"].tolist(), "t2i": result.ranks["t2i"].tolist()})

@@ -69,6 +69,7 @@ def reproduce(folder: Path, *, results: Path | None = None, tolerance: float | N
     if original.status != "success" or not original.metrics:
         raise RdbenchError(f"{record_path}: the run did not succeed (status {original.status}); nothing to compare")
     run = resolve_config(read_yaml(config_path), config_path)
+    run.loggers = []  # a check, not a run to track: the original's tracker runs stay the only ones
     scratch = Path(results) if results is not None else Path(tempfile.mkdtemp(prefix="rdbench-reproduce-"))
     target = run_dir(scratch, run.plan)
     if target.resolve() == folder.resolve():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from rdbench.resolution.run import ResolvedRun
+from rdbench.resolution.run import ResolvedRun, identity
 from rdbench.results.load import countable
 from rdbench.results.record import CONFIG_FILE, RECORD_FILE, Record
 from rdbench.suite import RunPlan
@@ -26,8 +26,8 @@ def config_changes(folder: Path, run: ResolvedRun) -> list[str]:
         old = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return []
-    new = yaml.safe_load(yaml.safe_dump(run.config(), sort_keys=False))
-    return _diff(old, new) if isinstance(old, dict) else ["config.yaml"]
+    new = yaml.safe_load(yaml.safe_dump(identity(run.config()), sort_keys=False))
+    return _diff(identity(old), new) if isinstance(old, dict) else ["config.yaml"]
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:
