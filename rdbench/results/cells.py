@@ -1,7 +1,9 @@
-"""Cell formatting shared by the table model and every renderer: counts, ``mean ± std``, Δ.
+"""Cell formatting shared by the table model and every renderer: counts, ``mean ± std``, Δ, and
+the grid of header and cell texts the terminal, Markdown and HTML tables show.
 
 The table model (:mod:`rdbench.results.tables`) and the renderers
-(:mod:`rdbench.results.render_text`, :mod:`rdbench.results.render_latex`) all import from
+(:mod:`rdbench.results.render_text`, :mod:`rdbench.results.render_latex`,
+:mod:`rdbench.results.render_html`) all import from
 here and never from each other, so one number is spelled the same way in every format. A
 ``column`` is a :class:`rdbench.results.tables.Column` (its ``text``, ``scale``, ``digits`` and
 ``count``); a ``delta`` is a :class:`rdbench.results.stats.Delta`.
@@ -40,3 +42,30 @@ def delta_text(column, delta, star: str = "*") -> str:
     if delta is None or delta.delta is None:
         return ""
     return f"{delta.delta * column.scale:+.{column.digits}f}" + (star if delta.significant else "")
+
+
+def grid(table, star: str = "*") -> tuple[list[str], list[list[str]]]:
+    """Headers and cells shared by the terminal, Markdown and HTML tables."""
+    show_incomplete = any(r.incomplete for r in table.rows)
+    headers = ["method", "seeds", "failed"] + (["unfinished"] if show_incomplete else [])
+    for c in table.columns:
+        headers.append(c.header)
+        if table.baseline is not None and c.key != "trainable":
+            headers.append("Δ")
+    cells = []
+    for row in table.rows + table.published:
+        counts = ["", ""] if row.published else [str(row.seeds), str(row.failed)]
+        line = [row.shown_label, *counts] + ([str(row.incomplete or "")] if show_incomplete else [])
+        for c in table.columns:
+            if c.key == "trainable":
+                line.append(row.trainable)
+                continue
+            line.append(mean_std(c, *row.values[c.key]))
+            if table.baseline is not None:
+                line.append(delta_text(c, row.deltas.get(c.key), star))
+        if table.show_chosen:
+            line.append(row.chosen)
+        cells.append(line)
+    if table.show_chosen:
+        headers.append("chosen")
+    return headers, cells

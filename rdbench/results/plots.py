@@ -13,6 +13,7 @@ rows have no seed spread and their parameter counts are rounded.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
@@ -197,6 +198,22 @@ def gap_figure(table) -> Figure | None:
     return fig
 
 
+def suite_figures(table):
+    """The suite's figures that have something to show, as ``(name, Figure)`` pairs."""
+    for name, draw in (("pareto", pareto_figure), ("ablation", ablation_figure), ("recall", recall_figure),
+                       ("gradient-ratio", gradient_figure), ("gap-mR", gap_figure)):
+        fig = draw(table)
+        if fig is not None:
+            yield name, fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """A figure as PNG bytes (the HTML report embeds them)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    return buffer.getvalue()
+
+
 def plot_suite(table, out_dir) -> list[Path]:
     """Write the suite's figures as PNG files into ``out_dir``; returns the paths written."""
     out = Path(out_dir)
@@ -206,11 +223,7 @@ def plot_suite(table, out_dir) -> list[Path]:
         raise RdbenchError(f"{out}: cannot create plot folder ({exc.strerror or exc})") from None
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", table.suite)
     written = []
-    for name, fig in (("pareto", pareto_figure(table)), ("ablation", ablation_figure(table)),
-                      ("recall", recall_figure(table)), ("gradient-ratio", gradient_figure(table)),
-                      ("gap-mR", gap_figure(table))):
-        if fig is None:
-            continue
+    for name, fig in suite_figures(table):
         path = out / f"{stem}-{name}.png"
         try:
             with atomic_path(path) as temp:

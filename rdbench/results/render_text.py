@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from rdbench.atomic import atomic_path
 from rdbench.errors import RdbenchError
-from rdbench.results.cells import delta_text, mean_std
+from rdbench.results.cells import grid
 from rdbench.results.selection import canonical, row_choices, row_search
 
 #: The ``--format`` values this module renders (LaTeX is :mod:`rdbench.results.render_latex`).
@@ -27,33 +27,6 @@ DATA_FORMATS = ("csv", "parquet")
 _TABLEFMT = {"table": "simple", "markdown": "github"}
 _DELTA_FIELDS = (("delta", "delta"), ("significant", "significant"), ("test", "test"), ("p", "p"),
                  ("p_holm", "p_holm"), ("ci_low", "low"), ("ci_high", "high"), ("se", "se"))
-
-
-def grid(table, star: str = "*") -> tuple[list[str], list[list[str]]]:
-    """Headers and cells shared by the terminal and Markdown tables."""
-    show_incomplete = any(r.incomplete for r in table.rows)
-    headers = ["method", "seeds", "failed"] + (["unfinished"] if show_incomplete else [])
-    for c in table.columns:
-        headers.append(c.header)
-        if table.baseline is not None and c.key != "trainable":
-            headers.append("Δ")
-    cells = []
-    for row in table.rows + table.published:
-        counts = ["", ""] if row.published else [str(row.seeds), str(row.failed)]
-        line = [row.shown_label, *counts] + ([str(row.incomplete or "")] if show_incomplete else [])
-        for c in table.columns:
-            if c.key == "trainable":
-                line.append(row.trainable)
-                continue
-            line.append(mean_std(c, *row.values[c.key]))
-            if table.baseline is not None:
-                line.append(delta_text(c, row.deltas.get(c.key), star))
-        if table.show_chosen:
-            line.append(row.chosen)
-        cells.append(line)
-    if table.show_chosen:
-        headers.append("chosen")
-    return headers, cells
 
 
 def table_text(table, fmt: str = "table") -> tuple[str, list[str]]:

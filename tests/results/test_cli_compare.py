@@ -57,7 +57,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         (["--format", "parquet"], "rdbench: --format parquet: needs --output FILE (parquet is binary)"),
         (["--baseline", "nope"], "rdbench: --baseline: no run 'nope' in the records (runs: baseline, ours)"),
         (["--columns", "bogus"], "rdbench: --columns: unknown column 'bogus'"),
-        (["--format", "html"], "rdbench: --format: unknown format 'html'"),
+        (["--format", "docx"], "rdbench: --format: unknown format 'docx'"),
         (["--bootstrap", "0", "--baseline", "baseline"], "rdbench: --bootstrap: needs a positive number"),
     ):
         assert main(["compare", str(results), *args]) == 2

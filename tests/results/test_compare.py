@@ -230,7 +230,7 @@ def test_parquet_needs_output_and_round_trips(results, tmp_path):
 
 
 def test_unknown_format_and_column(results):
-    with pytest.raises(RdbenchError, match="table, markdown, latex, csv, parquet"):
+    with pytest.raises(RdbenchError, match="table, markdown, latex, html, csv, parquet"):
         compare(results, fmt="xlsx")
     with pytest.raises(RdbenchError, match=r"--columns: unknown column 'nope' \(available: .*val/mR"):
         compare(results, columns=["nope"])
