@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only runs whose name matches one of these comma-separated globs, e.g. 'lora*,full'")
     p.add_argument("--exclude", type=_csv, metavar="PATTERNS", help="leave out runs whose name matches one of these globs")
     p.add_argument("--trials", action="store_true", help="include tuning trials (tune-<study>/trial<k>; left out by default)")
-    p.add_argument("--format", default="table", help="table (terminal), markdown, latex, csv or parquet (needs --output)")
+    p.add_argument("--format", default="table", help="table (terminal), markdown, latex, html (one self-contained page with the figures), csv or parquet (needs --output)")
     p.add_argument("--output", metavar="FILE", help="write the table to FILE instead of printing it")
     p.add_argument("--baseline", metavar="RUN", help="add a delta column per metric against RUN, with a significance test")
     p.add_argument("--columns", type=_csv, metavar="NAMES",

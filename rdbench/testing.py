@@ -2,9 +2,10 @@
 
 They run a component on a *real* open_clip model, small enough for a unit test: the
 ``rdbench-test`` architecture (2 blocks per tower, width 32, 32 px, 16 tokens), randomly
-initialised. ``check_adapter`` checks an adapter's contract; ``train_steps`` runs a few
-optimiser steps of the real :class:`~rdbench.training.module.RetrievalModule` on a synthetic
-batch with scene labels.
+initialised. ``check_adapter`` checks an adapter's contract and ``check_loss_term`` a loss
+term's; ``build_module`` assembles the real :class:`~rdbench.training.module.RetrievalModule`
+around components built in Python, and ``train_steps`` runs a few optimiser steps of it on a
+synthetic batch with scene labels (it returns the losses and checks nothing by itself).
 
 Example (in a plugin's tests)::
 
@@ -180,6 +181,58 @@ def check_adapter(make_adapter: Callable[[], nn.Module], *, identity_at_init: bo
     if declared:
         assert any(id(params[n]) in declared for n in changed), "no declared parameter changed after training"
     return {"trainable": sum(p.numel() for _, p in adapter.trainable_parameters(module.model)), "changed": len(changed)}
+
+
+def check_loss_term(make_term: Callable[[], LossTerm], *, adapter: nn.Module | None = None, steps: int = 2) -> dict[str, int]:
+    """Check the loss-term contract on the tiny model (with a small bottleneck adapter unless
+    ``adapter`` is given); returns the term's own parameter count and the run's trainable count.
+
+    * the term is a :class:`~rdbench.losses.base.LossTerm` (``forward`` implemented);
+    * ``forward(step)`` on the :class:`~rdbench.losses.base.StepOutputs` of a real batch returns
+      a finite scalar tensor with a gradient, and that gradient reaches the adapter's
+      parameters (the term depends on the embeddings);
+    * ``factor`` and ``diagnostics`` work without a Trainer (``module`` ``None``): a number and a
+      mapping of names to numbers;
+    * the term's own parameters (a head, a learned weight) train: they are among the run's
+      trainable parameters, counted in its records, and the ones that get a gradient change
+      over ``steps`` optimiser steps (``after_optimizer_step`` runs after each), while the
+      frozen backbone stays bit-identical and the loss finite.
+    """
+    from rdbench.adapters.basic import BottleneckAdapter
+
+    term = make_term()
+    assert isinstance(term, LossTerm), f"{type(term).__name__} is not a rdbench.losses.base.LossTerm"
+    adapter = adapter if adapter is not None else BottleneckAdapter(bottleneck=4)
+    module = build_module(adapter, loss=term, model=tiny_clip())
+    factor = term.factor(None)
+    assert isinstance(factor, (int, float)) and not isinstance(factor, bool), f"factor(None) returned {factor!r}, not a number"
+    named = term.diagnostics(None)
+    assert isinstance(named, dict) and all(isinstance(k, str) and isinstance(float(v), float) for k, v in named.items()), \
+        f"diagnostics(None) returned {named!r}, not a mapping of names to numbers"
+    batch = make_batch()
+    module.train()
+    value = term(module.step_outputs(batch))
+    assert isinstance(value, torch.Tensor) and value.dim() == 0, \
+        f"forward must return a scalar tensor, got {type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+    assert torch.isfinite(value), f"forward returned {float(value)}"
+    assert value.requires_grad, "forward's value has no gradient: it does not depend on the embeddings or the term's parameters"
+    module.zero_grad(set_to_none=True)
+    value.backward()
+    reached = [n for n, p in adapter.trainable_parameters(module.model) if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+    assert reached, "the term's gradient reaches none of the adapter's parameters (does it use step.image_emb / step.text_emb?)"
+    module.zero_grad(set_to_none=True)
+    own = dict(term.named_parameters())
+    assert all(p.requires_grad for p in own.values()), f"frozen term parameters: {[n for n, p in own.items() if not p.requires_grad]}"
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    assert all(id(p) in trainable for p in own.values()), "the term's parameters are not among the run's trainable parameters"
+    start = snapshot(module)
+    declared = {id(p) for _, p in adapter.trainable_parameters(module.model)} | {id(p) for p in own.values()}
+    losses = train_steps(module, steps, batch)
+    assert all(torch.isfinite(torch.tensor(losses))), f"non-finite loss {losses}"
+    params = dict(module.named_parameters())
+    frozen_changed = [n for n, p in params.items() if id(p) not in declared and not torch.equal(p.detach(), start[n])]
+    assert not frozen_changed, f"parameters changed that neither the adapter nor the term trains: {frozen_changed[:5]}"
+    return {"term_params": sum(p.numel() for p in own.values()), "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad)}
 
 
 class KillOnce(LossTerm):

@@ -206,3 +206,52 @@ def hook_parallel(reads: nn.Module, adds_to: nn.Module, branch: Callable[[torch.
         return output + branch(stash.pop("x"))
 
     return [reads.register_forward_pre_hook(keep_input), adds_to.register_forward_hook(add_branch)]
+
+
+# -- inside a block: the fused attention projections and the MLP's hidden activation ----------
+#: The order of the query, key and value rows in a fused ``in_proj_weight`` (``nn.MultiheadAttention``).
+QKV = ("q", "k", "v")
+
+
+def fused_attention(block: nn.Module) -> nn.MultiheadAttention:
+    """A block's self-attention, checked to keep query, key and value in one fused projection.
+
+    open_clip's ``ResidualAttentionBlock`` runs ``nn.MultiheadAttention``, which computes the
+    three in one matrix product: ``in_proj_weight`` is ``(3 D, D)`` and ``in_proj_bias`` ``(3 D,)``,
+    rows ``[0, D)`` for the queries, ``[D, 2 D)`` the keys, ``[2 D, 3 D)`` the values
+    (:func:`qkv_rows`). There is no separate module per projection to hook: a method that changes
+    them (LoRA's low-rank update, (IA)^3's rescaling of keys and values) acts on those rows, best
+    through a ``torch.nn.utils.parametrize`` parametrization of ``in_proj_weight`` (and
+    ``in_proj_bias``), which keeps PyTorch's fused attention kernel and open_clip's block code in
+    charge; ``adapter/lora`` does exactly that (rdbench/adapters/lora.py)."""
+    attn = getattr(block, "attn", None)
+    if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or attn.in_proj_weight is None:
+        raise ValueError(f"{type(block).__name__}: expected open_clip's block with nn.MultiheadAttention and a fused "
+                         "in_proj_weight (timm and custom attention blocks keep q, k, v elsewhere)")
+    return attn
+
+
+def qkv_rows(block: nn.Module, which: str) -> slice:
+    """The rows of ``in_proj_weight`` / ``in_proj_bias`` that make ``which`` (``"q"``, ``"k"`` or
+    ``"v"``) in the block's fused attention (:func:`fused_attention`)."""
+    width = fused_attention(block).embed_dim
+    return slice(QKV.index(which) * width, (QKV.index(which) + 1) * width)
+
+
+def mlp_hidden_width(block: nn.Module) -> int:
+    """The width of a block's MLP hidden layer (``mlp_ratio`` x the tower width: 2048 for a
+    ViT-B-32 text block of width 512, 3072 for its image blocks of width 768)."""
+    return block.mlp.c_fc.out_features
+
+
+def hook_mlp_hidden(block: nn.Module, change: Callable[[torch.Tensor], torch.Tensor]) -> list:
+    """Replace the MLP's hidden activation ``h`` (after the non-linearity, before ``c_proj``;
+    shape ``(..., mlp_hidden_width(block))``) with ``change(h)``: a forward pre-hook on
+    ``c_proj``, which sees the activation whatever non-linearity (and optional norm) the
+    backbone put before it. (IA)^3's ``l_ff`` scaling is ``change = lambda h: h * scale``.
+    Returns the hook handles."""
+
+    def before_projection(_module, inputs):
+        return (change(inputs[0]), *inputs[1:])
+
+    return [block.mlp.c_proj.register_forward_pre_hook(before_projection)]

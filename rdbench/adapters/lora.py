@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from rdbench.adapters.base import LORA_SPACE, Adapter, select_layers, tower_blocks
+from rdbench.adapters.base import LORA_SPACE, QKV, Adapter, fused_attention, qkv_rows, select_layers, tower_blocks
 from rdbench.registry import register
 
 Target = Literal["q", "k", "v", "out", "fc", "proj"]
@@ -107,11 +107,10 @@ class LoRAAdapter(Adapter):
             for index in select_layers(self.layers, len(blocks[tower])):
                 block = blocks[tower][index]
                 attn, width = block.attn, block.attn.embed_dim
-                fused = [d for i, d in enumerate("qkv") if d in self.targets]
+                fused = [d for d in QKV if d in self.targets]
                 if fused:
-                    if not getattr(attn, "_qkv_same_embed_dim", True) or attn.in_proj_weight is None:
-                        raise ValueError("adapter/lora needs nn.MultiheadAttention with a fused in_proj_weight")
-                    deltas = [LoRADelta(width, width, self.rank, self.alpha, self.dropout, start="qkv".index(d) * width) for d in fused]
+                    attn = fused_attention(block)
+                    deltas = [LoRADelta(width, width, self.rank, self.alpha, self.dropout, start=qkv_rows(block, d).start) for d in fused]
                     self._add(f"{tower}_{index}_qkv", attn, "in_proj_weight", deltas)
                 named = {"out": (attn.out_proj, "weight"), "fc": (block.mlp.c_fc, "weight"), "proj": (block.mlp.c_proj, "weight")}
                 for target in ("out", "fc", "proj"):

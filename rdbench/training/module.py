@@ -107,12 +107,18 @@ class RetrievalModule(L.LightningModule):
     # -- training -------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss of a training batch, and every term and weight by name."""
+        return self.loss.evaluate(self.step_outputs(batch))
+
+    def step_outputs(self, batch: dict[str, Any]) -> StepOutputs:
+        """What the loss terms see for one training batch (:class:`StepOutputs`): the normalised
+        embeddings, the temperature as CLIP applies it (``exp`` of the learned log-scale,
+        capped at 100), image ids, scene labels, the batch and this module."""
         if self.features is None:
             image_emb, text_emb = self(batch["images"], batch["tokens"])
         else:  # frozen towers: their cached outputs, only the heads run
             image_feat, text_feat = self.features.pairs("train", batch)
             image_emb, text_emb = self.embed_image_features(image_feat), self.embed_text_features(text_feat)
-        step = StepOutputs(
+        return StepOutputs(
             image_emb=image_emb,
             text_emb=text_emb,
             logit_scale=self.model.logit_scale.exp().clamp(max=100.0),
@@ -121,7 +127,6 @@ class RetrievalModule(L.LightningModule):
             batch=batch,
             module=self,
         )
-        return self.loss.evaluate(step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         total, logs = self.compute_loss(batch)
