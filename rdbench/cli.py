@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="rerun runs that already have a successful record")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--jobs", type=int, default=1, help="run independent runs in N processes (each its share of CPU threads, or its own GPU)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: in this process (and --jobs workers); slurm: one SLURM array task per run and seed "
+                   "without a successful record, through submitit (docs/scaling.md)")
+    p.add_argument("--partition", help="with --launcher slurm: the SLURM partition (default: the cluster's default)")
+    p.add_argument("--gpus-per-task", type=int, default=0, metavar="N", help="with --launcher slurm: GPUs of each task")
+    p.add_argument("--cpus-per-task", type=int, default=1, metavar="N", help="with --launcher slurm: CPU cores of each task")
+    p.add_argument("--time", type=int, default=60, metavar="MIN",
+                   help="with --launcher slurm: each task's time limit in minutes (a task near it is requeued and resumes)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="with --launcher slurm: submit and return; run the command again to see or finish what is left")
 
     p = sub.add_parser("tune", help="hyper-parameter search over a suite's `search:` space with Optuna")
     p.add_argument("suite", help="suite YAML file with a `search:` section")
@@ -158,6 +168,13 @@ def cmd_run(args) -> int:
     _check_writable(results)
     if args.jobs < 1:
         raise RdbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.launcher == "slurm":
+        return launch_slurm(args, results)
+    slurm_only = [flag for flag, value in (("--partition", args.partition), ("--gpus-per-task", args.gpus_per_task),
+                                           ("--cpus-per-task", args.cpus_per_task != 1), ("--time", args.time != 60),
+                                           ("--no-wait", args.no_wait)) if value]
+    if slurm_only:
+        raise RdbenchError(f"{slurm_only[0]} goes with --launcher slurm")
     with stop_on_signals():
         workers = start_workers(args) if args.jobs > 1 else []
         try:
@@ -179,6 +196,29 @@ def cmd_run(args) -> int:
     if outcome.changed:
         raise RdbenchError(f"{outcome.changed} run(s) have records of another config (keys named above); "
                            "--overwrite reruns them, or restore the suite")
+    return 0
+
+
+def launch_slurm(args, results: Path) -> int:
+    """``--launcher slurm``: the suite as a SLURM job array (rdbench/launch/slurm.py)."""
+    from rdbench.launch.slurm import SlurmOptions, launch
+    from rdbench.suite import parse_set
+
+    if args.jobs != 1:
+        raise RdbenchError("--jobs goes with --launcher local (SLURM runs the array's tasks side by side)")
+    for flag, value, low in (("--cpus-per-task", args.cpus_per_task, 1), ("--gpus-per-task", args.gpus_per_task, 0),
+                             ("--time", args.time, 1)):
+        if value < low:
+            raise RdbenchError(f"{flag} must be at least {low}, got {value}")
+    options = SlurmOptions(partition=args.partition, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
+                           time_min=args.time, wait=not args.no_wait)
+    counts = launch(args.suite, results=results, options=options, only=args.only, seeds=args.seeds,
+                    overrides=parse_set(args.overrides), overwrite=args.overwrite, quick=args.quick)
+    if not options.wait:
+        return 0
+    print(f"{counts['done']} run(s) done, {counts['skipped']} skipped, {counts['failed']} failed; records in {results}/")
+    if counts["failed"]:
+        raise RunFailed(f"{counts['failed']} run(s) failed or ended without a record; their record.json or SLURM log says why")
     return 0
 
 

@@ -16,7 +16,8 @@ import importlib.util
 from rdbench.errors import RdbenchError
 
 #: module -> the extra of pyproject.toml that installs it
-EXTRAS = {"matplotlib": "plot", "tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+EXTRAS = {"matplotlib": "plot", "tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb",
+          "submitit": "slurm", "psycopg": "postgres"}
 
 
 class MissingDependency(RdbenchError):

@@ -189,8 +189,9 @@ def check_loss_term(make_term: Callable[[], LossTerm], *, adapter: nn.Module | N
 
     * the term is a :class:`~rdbench.losses.base.LossTerm` (``forward`` implemented);
     * ``forward(step)`` on the :class:`~rdbench.losses.base.StepOutputs` of a real batch returns
-      a finite scalar tensor with a gradient, and that gradient reaches the adapter's
-      parameters (the term depends on the embeddings);
+      a finite scalar tensor with a gradient, and after the training steps below that gradient
+      reaches the adapter's parameters (the term depends on the embeddings; a term with state,
+      such as prototypes that fill as batches pass, may contribute nothing at first);
     * ``factor`` and ``diagnostics`` work without a Trainer (``module`` ``None``): a number and a
       mapping of names to numbers;
     * the term's own parameters (a head, a learned weight) train: they are among the run's
@@ -216,11 +217,6 @@ def check_loss_term(make_term: Callable[[], LossTerm], *, adapter: nn.Module | N
         f"forward must return a scalar tensor, got {type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
     assert torch.isfinite(value), f"forward returned {float(value)}"
     assert value.requires_grad, "forward's value has no gradient: it does not depend on the embeddings or the term's parameters"
-    module.zero_grad(set_to_none=True)
-    value.backward()
-    reached = [n for n, p in adapter.trainable_parameters(module.model) if p.grad is not None and bool(p.grad.abs().sum() > 0)]
-    assert reached, "the term's gradient reaches none of the adapter's parameters (does it use step.image_emb / step.text_emb?)"
-    module.zero_grad(set_to_none=True)
     own = dict(term.named_parameters())
     assert all(p.requires_grad for p in own.values()), f"frozen term parameters: {[n for n, p in own.items() if not p.requires_grad]}"
     trainable = {id(p) for p in module.parameters() if p.requires_grad}
@@ -232,6 +228,13 @@ def check_loss_term(make_term: Callable[[], LossTerm], *, adapter: nn.Module | N
     params = dict(module.named_parameters())
     frozen_changed = [n for n, p in params.items() if id(p) not in declared and not torch.equal(p.detach(), start[n])]
     assert not frozen_changed, f"parameters changed that neither the adapter nor the term trains: {frozen_changed[:5]}"
+    # after the steps, so that a term with state (a teacher, prototypes that fill as batches pass)
+    # is past the steps where it legitimately contributes nothing
+    module.zero_grad(set_to_none=True)
+    term(module.step_outputs(batch)).backward()
+    reached = [n for n, p in adapter.trainable_parameters(module.model) if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+    assert reached, "the term's gradient reaches none of the adapter's parameters (does it use step.image_emb / step.text_emb?)"
+    module.zero_grad(set_to_none=True)
     return {"term_params": sum(p.numel() for p in own.values()), "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad)}
 
 

@@ -39,6 +39,7 @@ import optuna
 import yaml
 
 from rdbench.errors import ConfigError
+from rdbench.optuna_storage import make_storage, retry as _retry, storage_label, trial_lock
 from rdbench.resolution.select import check_space as check_ranges, sample
 from rdbench.suite import Suite, _nest, expand, load_suite, merge
 from rdbench.resolution.run import resolve_plan
@@ -128,81 +129,6 @@ def search_seeds(suite: Suite) -> list[int] | None:
     return seeds
 
 
-def make_storage(url: str | None, default: Path):
-    if url is None:
-        default.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{default.resolve()}"
-    if url.startswith("journal://"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
-    if url.startswith("sqlite"):
-        # Workers started together race to create the schema, and SQLite serialises writers:
-        # wait for the lock instead of failing, and retry the schema race.
-        return _retry(lambda: optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}))
-    return url
-
-
-def storage_label(url: str | None, default: Path) -> str:
-    """The storage as ``--storage`` names it (so another worker can join), password hidden."""
-    if url is None:
-        return f"sqlite:///{default.resolve()}"
-    if url.startswith("journal://"):
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: Optuna will say what is wrong with it
-        return url
-
-
-def _storage_file(url: str | None, default: Path) -> Path | None:
-    """The file of a file-based storage (SQLite, journal), None for a database server."""
-    if url is None:
-        return default
-    if url.startswith("journal://"):
-        return Path(url.removeprefix("journal://"))
-    if url.startswith("sqlite"):
-        from sqlalchemy.engine import make_url
-
-        database = make_url(url).database
-        return Path(database) if database and database != ":memory:" else None
-    return None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive lock between the processes of one machine (or of an NFS share)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, the over-budget check below still holds the count
-        fcntl = None
-    if path is None or fcntl is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _retry(make, attempts: int = 8):
-    import random
-
-    for attempt in range(attempts):
-        try:
-            return make()
-        except Exception:  # sqlalchemy's IntegrityError/OperationalError while another worker creates tables
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 + random.random())
-
-
 @contextlib.contextmanager
 def _optuna_quiet() -> Iterator[None]:
     """Optuna's info lines ("A new study created in RDB with name: ...") read like rdbench's
@@ -215,14 +141,16 @@ def _optuna_quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
-def _next_trial(study: optuna.Study, trials: int, lock: Path | None) -> optuna.Trial | None:
+def _next_trial(study: optuna.Study, trials: int, lock: Callable[[], Any]) -> optuna.Trial | None:
     """A new trial of the study while it has fewer than ``trials``, else None.
 
-    Counting and asking happen under a file lock for the file-based storages, so two workers
-    never both take the last number. On a database server two workers can still ask at the same
-    instant; the one handed a number at or past ``trials`` closes it as FAIL, marked
-    ``over budget, never run`` (Optuna cannot delete a trial)."""
-    with _file_lock(lock):
+    Counting and asking happen under a lock every worker of the study takes
+    (:func:`rdbench.optuna_storage.trial_lock`: a file lock for SQLite and journal files, an
+    advisory lock of the server for PostgreSQL and MySQL), so two workers never both take the
+    last number. Where no lock exists (another server), the one handed a number at or past
+    ``trials`` closes it as FAIL, marked ``over budget, never run`` (Optuna cannot delete a
+    trial)."""
+    with lock():
         if len(study.get_trials(deepcopy=False)) >= trials:
             return None
         trial = study.ask()
@@ -267,8 +195,7 @@ def tune(
     results = Path(results)
     default_db = results / suite.name / "optuna.db"
     label = storage_label(storage, default_db)
-    lock = _storage_file(storage, default_db)
-    lock = lock.with_name(lock.name + ".trials.lock") if lock is not None else None
+    lock = trial_lock(storage, default_db, name)
     with _optuna_quiet():
         study = _retry(lambda: optuna.create_study(
             study_name=name,
