@@ -206,3 +206,14 @@ def test_postgresql_urls_find_a_driver_or_name_the_extra(monkeypatch, tmp_path):
         assert (tmp_path / "optuna.db.trials.lock").exists()
     with trial_lock("sqlite:///:memory:", tmp_path / "x.db", "s")():
         pass
+
+
+def test_a_requeued_task_resumes_instead_of_starting_over():
+    """submitit calls ``checkpoint`` on a time-out or a preemption and submits what it returns:
+    the same run and seed, never with ``overwrite`` (which would throw the checkpoint away)."""
+    pytest.importorskip("submitit", reason="pip install 'rdbench[slurm]'")
+    from rdbench.launch.slurm import SuiteTask
+
+    again = SuiteTask().checkpoint("s.yaml", "results", "a", 3, {"trainer": {"max_epochs": 2}}, False, True)
+    assert isinstance(again.function, SuiteTask)
+    assert again.args == ("s.yaml", "results", "a", 3, {"trainer": {"max_epochs": 2}}, False, False)
