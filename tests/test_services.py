@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_tune import SUITE
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "tests" / "services"
@@ -128,20 +129,10 @@ def postgres():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-TUNED = """\
-suite: t
-defaults:
-  backbone: {name: backbone/tiny-rs, steps: 3, source_images: 32, batch_size: 16}
-  dataset: {name: dataset/synthetic-rs, train: 12, val: 18, test: 6}
-  adapter: {name: adapter/bottleneck, bottleneck: 4}
-  trainer: {max_epochs: 3, enable_progress_bar: false}
-  data: {batch_size: 8, eval_batch_size: 16}
-runs:
-  b: {}
-search:
-  optimizer.lr: {type: float, low: 1.0e-6, high: 1.0e-1, log: true}
-  adapter.bottleneck: {type: int, low: 2, high: 8, step: 2}
-"""
+# test_tune's suite with a validation split large enough for the median pruner to tell trials
+# apart, three epochs (pruning starts at the second) and a wider learning-rate range
+TUNED = (SUITE.replace("val: 6,", "val: 18,").replace("max_epochs: 2", "max_epochs: 3")
+         .replace("low: 1.0e-4, high: 1.0e-2", "low: 1.0e-6, high: 1.0e-1"))
 
 
 @pytest.mark.slow  # a PostgreSQL server and two rdbench workers
