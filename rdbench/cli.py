@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="batch 8 and fewer repetitions: a fast look (a few minutes)")
     p.add_argument("--output", metavar="FILE",
                    help="write the report there (default: docs/performance.md, or nothing with --only)")
-    p.add_argument("--only", type=_csv, metavar="NAMES", help="comma-separated: peft, overhead, diagnostics, evaluation, cache, data")
+    p.add_argument("--only", type=_csv, metavar="NAMES", help="comma-separated: peft, overhead, diagnostics, evaluation, cache, data, runtime, curves")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
 
     from rdbench.commands.data import add_data_commands  # `rdbench data verify|overlap`

@@ -230,8 +230,9 @@ def test_quick_bench_writes_every_figure(tmp_path):
     out = tmp_path / "performance.md"
     assert main(["bench", "--quick", "--output", str(out)]) == 0
     text = out.read_text()
-    for name in ("PEFT step time", "PEFT peak training memory", "Frozen backbone", "Framework overhead, ViT-B-32",
-                 "Diagnostics cost, ViT-B-32", "Evaluation metric", "Frozen-feature cache", "Data loading"):
+    for name in ("PEFT step time", "RDB step time", "PEFT peak training memory", "Frozen backbone",
+                 "Framework overhead, ViT-B-32", "Diagnostics cost, ViT-B-32", "Evaluation metric", "Frozen-feature cache",
+                 "Data loading", "Evaluation cost growth"):
         assert name in text, name
     assert "Not yet measured on a GPU" in text
 
@@ -241,9 +242,27 @@ def test_the_committed_report_is_the_generated_one():
     says plainly when no GPU has measured it yet."""
     text = (ROOT / "docs" / "performance.md").read_text()
     assert text.startswith(report.HEADER)
-    for name in ("PEFT step time", "PEFT peak training memory", "Frozen backbone under CMAA",
+    for name in ("PEFT step time", "RDB step time", "PEFT peak training memory", "Frozen backbone under CMAA",
                  "Framework overhead, ViT-B-32", "Diagnostics cost, ViT-B-32", "Evaluation metric, RSICD test geometry", "Frozen-feature cache",
-                 "Data loading"):
+                 "Data loading", "Evaluation cost growth"):
         assert f"### {name}" in text, name
     gpu = text[text.index(report.GPU_HEADING):]
     assert "Not yet measured on a GPU" in gpu or "\n### " in gpu
+
+
+def test_the_peft_bound_counts_the_models_own_products():
+    """bound.py on the tiny model, against the products counted by hand: 2 blocks per tower of
+    width 32, 17 image tokens (4 x 4 patches and the class token), 16 text tokens, batch 6."""
+    from rdbench.bench.bound import peft_bound, product_flops, step_products
+    from rdbench.testing import make_batch, tiny_clip
+
+    flops = product_flops(tiny_clip(), make_batch(6))
+    rows = {"image": 6 * 17, "text": 6 * 16}
+    per_token = 2 * (3 + 1 + 4 + 4) * 32 * 32  # in-projection, out-projection, MLP up and down
+    assert flops["linear"] == 2 * per_token * (rows["image"] + rows["text"])
+    assert flops["attention"] == 2 * 4 * 32 * (rows["image"] * 17 + rows["text"] * 16)
+    assert flops["patch"] == 2 * (6 * 32 * 4 * 4) * (3 * 8 * 8)
+    products = step_products(flops)
+    assert products["full"] == 3 * flops["linear"] + 3 * flops["attention"] + 2 * flops["patch"]
+    assert products["peft"] == 2 * flops["linear"] + 3 * flops["attention"] + flops["patch"]
+    assert peft_bound(flops, 0.1) == pytest.approx(0.9 * products["ratio"])

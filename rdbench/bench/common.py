@@ -119,8 +119,10 @@ def clip_model(architecture: str = ARCHITECTURE, seed: int = 0):
     return create_model(architecture, pretrained=None)
 
 
-def build_module(adapter_key: str, model=None, *, feature_cache: bool = False, lr: float = 1e-5):
-    """A RetrievalModule with the registered adapter ``adapter_key``, InfoNCE and AdamW
+def build_module(adapter_key: str, model=None, *, feature_cache: bool = False, lr: float = 1e-5,
+                 loss_key: str = "loss/infonce", num_classes: int = 0):
+    """A RetrievalModule with the registered adapter ``adapter_key``, the loss ``loss_key``
+    (InfoNCE unless told; ``num_classes`` scene classes for a classification term) and AdamW
     (constant schedule), assembled exactly as a run with these components is
     (:func:`rdbench.training.assemble.assemble`), around ``model`` or a random ViT-B-32."""
     from rdbench.resolution.run import DataOptions, ResolvedRun, Selection, as_composite
@@ -132,15 +134,17 @@ def build_module(adapter_key: str, model=None, *, feature_cache: bool = False, l
     components = {
         "backbone": Prebuilt(ModelBackbone(model if model is not None else clip_model())),
         "adapter": resolve(adapter_key, "adapter"),
-        "loss": as_composite(resolve("loss/infonce", "loss")),
+        "loss": as_composite(resolve(loss_key, "loss")),
         "optimizer": resolve({"name": "optimizer/adamw", "lr": lr, "schedule": "constant"}, "optimizer"),
     }
     run = ResolvedRun(RunPlan("bench", adapter_key, 0, 0, {}), components, {}, DataOptions(feature_cache=feature_cache), Selection())
-    return assemble(run, with_data=False).module
+    return assemble(run, with_data=False, num_classes=num_classes).module
 
 
-def random_batch(batch: int, image_size: int, architecture: str = ARCHITECTURE, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A training batch of the loaders' kind: uint8 images, tokens, one image per caption."""
+def random_batch(batch: int, image_size: int, architecture: str = ARCHITECTURE, seed: int = 0,
+                 classes: int = 0) -> dict[str, torch.Tensor]:
+    """A training batch of the loaders' kind: uint8 images, tokens, one image per caption, and
+    scene labels (``-1``, unknown, unless ``classes`` are given: then every image has one)."""
     from rdbench.openclip import open_clip
 
     g = torch.Generator().manual_seed(seed)
@@ -150,7 +154,7 @@ def random_batch(batch: int, image_size: int, architecture: str = ARCHITECTURE, 
         "images": torch.randint(0, 256, (batch, 3, image_size, image_size), generator=g, dtype=torch.uint8),
         "tokens": open_clip.get_tokenizer(architecture)(captions),
         "image_ids": torch.arange(batch),
-        "labels": torch.full((batch,), -1),
+        "labels": torch.arange(batch) % classes if classes else torch.full((batch,), -1),
     }
 
 

@@ -1,0 +1,142 @@
+"""Where a run's wall time goes: one run of the ablation suite on the embedded default, timed by phase.
+
+The run is the ablation's ``cmaa`` row at seed 0 with its selected learning rate (tiny-rs,
+synthetic-rs, 2 epochs, validation after the last), run exactly as ``rdbench run`` runs it
+(:func:`rdbench.training.execute.execute`), with a timing callback beside rdbench's own:
+
+* start-up: a fresh ``python -c "import rdbench.training.execute"`` (interpreter, torch,
+  Lightning, open_clip), which every ``rdbench run`` process pays once;
+* build: from the call to the start of ``fit`` (resolution is done; the model, adapter, data
+  module and trainer are built, the backbone loaded from its cache);
+* training steps: each batch from ``on_train_batch_start`` to ``on_train_batch_end`` (forward,
+  backward, optimiser, the per-batch callbacks);
+* data: the gaps before each training batch (the loader's next batch);
+* validation: ``on_validation_start`` to ``on_validation_end``;
+* checkpoint writes: the time inside :class:`~rdbench.training.checkpoint_io.AtomicCheckpointIO`;
+* the rest of ``fit`` (epoch starts and ends, hooks), and after ``fit``: the selected checkpoint
+  reloaded, the test split evaluated, the record written.
+
+The figure is the share of the run (start-up included) spent outside training steps.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+
+from rdbench.bench.common import Figure, Settings, median
+
+SUITE = Path(__file__).resolve().parents[2] / "suites" / "ablation.yaml"
+RUN = "cmaa"
+LR = 1.0e-2  # one of the row's two candidates (the select slot is replaced by it)
+
+
+class PhaseClock(L.Callback):
+    """Wall-clock time of a fit's phases, from Lightning's hooks."""
+
+    def __init__(self):
+        self.marks: dict[str, float] = {}
+        self.totals = {"steps": 0.0, "data": 0.0, "validation": 0.0}
+        self.batches = 0
+        self._ready = self._step = self._val = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.marks["fit_start"] = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._ready = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._step = time.perf_counter()
+        self.totals["data"] += self._step - self._ready
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._ready = time.perf_counter()
+        self.totals["steps"] += self._ready - self._step
+        self.batches += 1
+
+    def on_validation_start(self, trainer, pl_module):
+        self._val = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        self.totals["validation"] += time.perf_counter() - self._val
+        self._ready = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.marks["fit_end"] = time.perf_counter()
+
+
+def startup_seconds(rounds: int = 2) -> float:
+    def once() -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import rdbench.training.execute"], check=True, capture_output=True)
+        return time.perf_counter() - t0
+    return median([once() for _ in range(rounds)])
+
+
+def one_run(folder: Path) -> dict[str, float]:
+    """Run the ablation's ``cmaa`` row once into ``folder`` and time its phases."""
+    from rdbench.resolution.run import resolve_plan
+    from rdbench.suite import expand, load_suite
+    from rdbench.training import checkpoint_io
+    from rdbench.training.execute import execute
+
+    suite = load_suite(SUITE)
+    [plan] = expand(suite, only=[RUN], seeds=[0], overrides=[(["optimizer", "lr"], LR)])
+    plan.config.pop("select", None)
+    run = resolve_plan(plan, SUITE)
+    clock = PhaseClock()
+    writes = {"s": 0.0, "n": 0}
+    original = checkpoint_io.AtomicCheckpointIO.save_checkpoint
+
+    def timed_save(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            writes["s"] += time.perf_counter() - t0
+            writes["n"] += 1
+
+    checkpoint_io.AtomicCheckpointIO.save_checkpoint = timed_save  # the bench's own stopwatch, put back below
+    try:
+        t0 = time.perf_counter()
+        record = execute(run, folder, fresh=True, extra_callbacks=[clock])
+        total = time.perf_counter() - t0
+    finally:
+        checkpoint_io.AtomicCheckpointIO.save_checkpoint = original
+    if record.status != "success":
+        raise RuntimeError(f"the timed run failed: {record.error}")
+    fit = clock.marks["fit_end"] - clock.marks["fit_start"]
+    inside = clock.totals["steps"] + clock.totals["data"] + clock.totals["validation"] + writes["s"]
+    return {"total": total, "build": clock.marks["fit_start"] - t0, "steps": clock.totals["steps"],
+            "data": clock.totals["data"], "validation": clock.totals["validation"], "checkpoints": writes["s"],
+            "fit_other": max(fit - inside, 0.0), "after_fit": t0 + total - clock.marks["fit_end"],
+            "batches": clock.batches, "checkpoint_writes": writes["n"]}
+
+
+def figures(settings: Settings) -> list[Figure]:
+    startup = startup_seconds()
+    with tempfile.TemporaryDirectory(prefix="rdbench-bench-run-") as tmp:
+        one_run(Path(tmp) / "warm")  # the backbone's cache and the data built once, untimed
+        phases = one_run(Path(tmp) / "timed")
+    whole = startup + phases["total"]
+    outside = (whole - phases["steps"]) / whole
+    parts = [("start-up (imports)", startup), ("build (model, data, trainer)", phases["build"]),
+             ("training steps", phases["steps"]), ("data (waiting for batches)", phases["data"]),
+             ("validation", phases["validation"]), ("checkpoint writes", phases["checkpoints"]),
+             ("rest of fit (hooks, epoch ends)", phases["fit_other"]),
+             ("after fit (reload the selected checkpoint, test, record)", phases["after_fit"])]
+    return [Figure(
+        "Run wall time outside training steps (ablation row cmaa, embedded default)", outside, "of the run",
+        "<= 0.15", outside <= 0.15,
+        [f"suites/ablation.yaml, run {RUN}, seed 0, lr {LR} (one of its two candidates), tiny-rs / synthetic-rs, "
+         f"{phases['batches']} training steps, as `rdbench run` runs it, after one untimed run (backbone cache built)",
+         f"{whole:.1f} s in all: " + ", ".join(f"{name} {t:.2f} s ({t / whole:.0%})" for name, t in parts),
+         f"{phases['checkpoint_writes']} checkpoint files written; a training step takes "
+         f"{phases['steps'] / max(phases['batches'], 1) * 1e3:.0f} ms on average"],
+        settings.command, {**phases, "startup": startup})]
