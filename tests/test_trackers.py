@@ -72,6 +72,8 @@ def test_each_tracker_holds_the_run_its_record_names(tmp_path):
     tb_val = {e.step: e.value for e in events.Scalars("val/mR")}
     assert {s: round(v, 4) for s, v in tb_val.items() if s in val_curve} == {s: round(v, 4) for s, v in val_curve.items()}
     assert events.Scalars("test/mR")[-1].value == pytest.approx(record["metrics"]["test/mR"], abs=1e-4)
+    assert events.Scalars("test/t2i_R@5")[-1].value == pytest.approx(record["metrics"]["test/t2i_R@5"], abs=1e-4)
+    assert not any("@pir" in tag or "@vsepp" in tag for tag in events.Tags()["scalars"])  # other tie rules: the record's
 
     # MLflow: the client on the SQLite store the record names, the run it names
     from mlflow.tracking import MlflowClient
@@ -84,6 +86,7 @@ def test_each_tracker_holds_the_run_its_record_names(tmp_path):
     assert client.get_experiment(run.info.experiment_id).name == "tracked"
     assert run.data.metrics["test/mR"] == pytest.approx(record["metrics"]["test/mR"])
     assert run.data.metrics["val/i2t_R1"] == pytest.approx(record["metrics"]["val/i2t_R@1"])  # MLflow drops "@"
+    assert run.data.metrics["test/i2t_R10"] == pytest.approx(record["metrics"]["test/i2t_R@10"])
     history = {m.step: m.value for m in client.get_metric_history(ref["run"], "val/mR")}
     assert all(history[s] == pytest.approx(v, abs=1e-4) for s, v in val_curve.items())
     assert "components/adapter/key" in run.data.params  # the resolved config, as parameters

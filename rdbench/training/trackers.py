@@ -190,7 +190,7 @@ def start(loggers: list[tuple[str, Any]], folder: Path, config: dict[str, Any]) 
 def finish(loggers: list[tuple[str, Any]], metrics: dict[str, float | None], step: int, status: str) -> None:
     """Log the run's final validation and test metrics, and close each tracker run. Metrics of
     the other tie rules (``test@pir/mR``) stay in the record: some trackers refuse ``@``."""
-    final = {k: v for k, v in metrics.items() if v is not None and "@" not in k}
+    final = {k: v for k, v in metrics.items() if v is not None and "@" not in k.split("/")[0]}
     for _, logger in loggers:
         if final:
             logger.log_metrics(final, step=step)
