@@ -122,8 +122,11 @@ def draw(steps: dict, memory: dict, evaluation: dict, path: Path) -> Path:
     for ax in (ax_t, ax_m, ax_e):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    ax_t.set_xticks(list(BATCHES), [str(b) for b in BATCHES])
-    ax_m.set_xticks(list(BATCHES), [str(b) for b in BATCHES])
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (ax_t, ax_m):  # the batch sizes as labels, without log-scale minor labels over them
+        ax.set_xticks(list(BATCHES), [str(b) for b in BATCHES])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
