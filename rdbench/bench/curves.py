@@ -59,18 +59,10 @@ def step_seconds(architecture: str, image_size: int, batch: int, repeats: int) -
 
 def memory_child(architecture: str, image_size: int, batch: int) -> dict[str, int]:
     """Run in a fresh process: training memory of two CMAA steps at this geometry."""
-    import gc
+    from rdbench.bench.peft import training_memory
 
-    from rdbench.bench.peft import _current_rss, _peak_rss, train_step
-
-    module = cmaa_module(architecture, image_size)
-    optimizer, _ = module.optimizer_factory.build(trainable(module), 10)
-    data = random_batch(batch, image_size, architecture=architecture)
-    gc.collect()
-    baseline = _current_rss()
-    for _ in range(2):
-        train_step(module, optimizer, data)
-    return {"training_bytes": _peak_rss() - baseline, "peak_rss": _peak_rss()}
+    module = cmaa_module(architecture, image_size)  # registers tiny-rs before its tokenizer is asked for
+    return training_memory(module, random_batch(batch, image_size, architecture=architecture), steps=2)
 
 
 def step_memory(architecture: str, image_size: int, batch: int) -> dict[str, int]:

@@ -151,8 +151,11 @@ def _peak_rss() -> int:
 
 def memory_child(adapter_key: str, batch_size: int, steps: int, image_size: int) -> dict[str, int]:
     """Run in a fresh process: the peak memory of training ``adapter_key`` (see module docstring)."""
-    module = build_module(adapter_key).train()
-    batch = random_batch(batch_size, image_size)
+    return training_memory(build_module(adapter_key).train(), random_batch(batch_size, image_size), steps)
+
+
+def training_memory(module, batch, steps: int) -> dict[str, int]:
+    """Peak memory of ``steps`` optimiser steps of ``module``, above the RSS before the first."""
     optimizer, _ = module.optimizer_factory.build(trainable(module), steps)
     gc.collect()
     baseline, peak_before = _current_rss(), _peak_rss()
