@@ -24,7 +24,7 @@ from torch import nn
 from rdbench.backbones.base import Backbone
 from rdbench.losses.base import CompositeLoss, LossTerm
 from rdbench.losses.contrastive import InfoNCELoss
-from rdbench.openclip import create_model, open_clip
+from rdbench.openclip import create_model, open_clip, trim_text_padding
 from rdbench.optim import AdamWOptimizer
 from rdbench.resolution.run import DataOptions, ResolvedRun, Selection
 from rdbench.resolution.spec import Prebuilt, resolve
@@ -180,7 +180,38 @@ def check_adapter(make_adapter: Callable[[], nn.Module], *, identity_at_init: bo
     assert not undeclared, f"parameters changed that the adapter did not declare trainable: {undeclared[:5]}"
     if declared:
         assert any(id(params[n]) in declared for n in changed), "no declared parameter changed after training"
+    if getattr(adapter, "text_padding_invariant", False):
+        check_text_padding(module)
     return {"trainable": sum(p.numel() for _, p in adapter.trainable_parameters(module.model)), "changed": len(changed)}
+
+
+@torch.no_grad()
+def check_text_padding(module, tokens: torch.Tensor | None = None, *, seed: int = 0) -> float:
+    """Check an adapter's ``text_padding_invariant`` declaration (rdbench.adapters.base) on
+    ``module``: with every trained tensor randomised (an adapter that starts as the identity
+    would pass trivially), captions cut at the batch's longest one embed as they do padded to
+    the context length, in eval and in train mode (dropout off). Returns the largest difference.
+    """
+    assert module.trim_text, "the module does not cut text batches (adapter or backbone does not declare it)"
+    g = torch.Generator().manual_seed(seed)
+    for _, param in module.adapter.trainable_parameters(module.model):
+        param.copy_(torch.randn(param.shape, generator=g) * 0.2)
+    tokens = tokens if tokens is not None else make_batch()["tokens"]
+    assert trim_text_padding(tokens).shape[1] < tokens.shape[1], "the captions fill the context: nothing to cut"
+    worst = 0.0
+    for train in (False, True):
+        module.train(train)
+        for m in module.modules():  # dropout would draw different masks for different lengths
+            if isinstance(m, nn.Dropout):
+                m.eval()
+        module.trim_text = False
+        padded = module.embed_texts(tokens)
+        module.trim_text = True
+        cut = module.embed_texts(tokens)
+        torch.testing.assert_close(cut, padded, msg=lambda m: f"a caption's embedding depends on its padding: {m}")
+        worst = max(worst, float((cut - padded).abs().max()))
+    module.eval()
+    return worst
 
 
 def check_loss_term(make_term: Callable[[], LossTerm], *, adapter: nn.Module | None = None, steps: int = 2) -> dict[str, int]:

@@ -57,7 +57,9 @@ def test_vectorised_metric_equals_the_argsort_loop(seed):
 
 def test_evaluation_encodes_each_item_once(tmp_path):
     """A real trainer.validate: one image-tower call per image batch, one text-tower call per
-    caption batch, and every image and caption through its tower exactly once."""
+    caption batch, every image and every distinct caption through its tower exactly once, each
+    text batch cut at its longest caption; the metrics equal those of every caption encoded
+    padded, in table order."""
     from rdbench.adapters.basic import NoAdapter
     from rdbench.data.datasets import SyntheticRSDataset
     from rdbench.testing import build_module as tiny_module
@@ -65,21 +67,37 @@ def test_evaluation_encodes_each_item_once(tmp_path):
     table = SyntheticRSDataset(root=str(tmp_path / "data"), train=4, val=7, test=3, image_size=32).load_table()
     data = RetrievalDataModule(table, tokenize, 32, batch_size=4, eval_batch_size=4, seed=0)
     module = tiny_module(NoAdapter(), model=tiny_clip())
-    seen = {"visual_calls": 0, "text_calls": 0, "images": 0, "captions": 0}
+    seen = {"visual_calls": 0, "text_calls": 0, "images": 0, "captions": 0, "tokens": 0}
 
     def count(calls: str, items: str):
         def hook(_module, inputs, _output):
             seen[calls] += 1
             seen[items] += len(inputs[0])
+            if items == "captions":
+                seen["tokens"] += inputs[0].numel()
         return hook
 
     module.model.visual.register_forward_hook(count("visual_calls", "images"))
     module.model.token_embedding.register_forward_hook(count("text_calls", "captions"))
     result = evaluate(_trainer(), module, data, "val")
-    n_images, n_captions = len(data.split("val").image_ids), len(data.split("val").captions)
-    assert (n_images, n_captions) == (7, 35)
-    assert seen == {"visual_calls": 2, "text_calls": 9, "images": n_images, "captions": n_captions}
+    split = data.split("val")
+    n_images, n_captions = len(split.image_ids), len(split.captions)
+    distinct = len(set(map(tuple, split.tokens.tolist())))
+    assert (n_images, n_captions) == (7, 35) and 0 < distinct < n_captions  # the synthetic captions repeat
+    assert sorted(split.caption_order) == sorted(set(split.same_caption.tolist()))
+    assert seen == {"visual_calls": 2, "text_calls": -(-distinct // 4), "images": n_images, "captions": distinct,
+                    "tokens": seen["tokens"]}
+    order = split.caption_order
+    cut = sum(len(b) * int(split.tokens[b].ne(0).any(0).nonzero().max() + 1) for b in (order[k : k + 4] for k in range(0, distinct, 4)))
+    assert seen["tokens"] == cut < distinct * split.tokens.shape[1]  # each batch cut at its longest caption
     assert result.counts["n_images"] == n_images and result.counts["n_captions"] == n_captions
+    # the plain path: every caption, padded, in table order
+    module.trim_text = False
+    plain = RetrievalDataModule(table, tokenize, 32, batch_size=4, eval_batch_size=4, seed=0)
+    plain.split("val").__dict__["caption_order"] = list(range(n_captions))
+    plain.split("val").__dict__["same_caption"] = torch.arange(n_captions)
+    reference = evaluate(_trainer(), module, plain, "val")
+    assert reference.metrics == result.metrics and reference.counts == result.counts
 
 
 # -- a frozen backbone -------------------------------------------------------------------------

@@ -26,6 +26,17 @@ Such an adapter maps cached features to embeddings with ``head_image(model, feat
 with :func:`image_features` / :func:`text_features`. The default heads apply the backbone's
 own projections, which is exactly what the default encoders do after the towers.
 
+Optional capability, for adapters whose text side acts per token or masks the padding (the
+mixer contract of :mod:`rdbench.adapters.parts` already asks that of mixers):
+``text_padding_invariant = True`` declares that a caption's embedding does not depend on the
+padding after its end token, trained or not. On a backbone whose text tower is causal and pools
+at the end token (:func:`rdbench.openclip.text_trims_padding`), the module then drops the
+padding columns that every caption of a batch has (:func:`rdbench.openclip.trim_text_padding`)
+and evaluates captions sorted by length: the same embeddings up to float rounding, from about a
+third of the text tokens on the embedded default. ``rdbench.testing.check_text_padding`` checks
+the declaration with trained (randomised) weights; the registry test runs it on every key that
+declares it.
+
 The adapter is an ``nn.Module`` so that its parameters sit beside, not inside, the backbone:
 a PEFT checkpoint is then the adapter's state plus whatever backbone tensors it declared.
 """
@@ -74,6 +85,10 @@ class Adapter(nn.Module):
     #: Whether the adapter leaves both towers frozen and hook-free up to their pre-projection
     #: outputs, so that those can be cached (see the module docstring); off unless declared.
     frozen_towers: bool = False
+
+    #: Whether a caption's embedding is independent of the padding after its end token, so that
+    #: batches may be cut at their longest caption (see the module docstring); off unless declared.
+    text_padding_invariant: bool = False
 
     def attach(self, model: nn.Module) -> None:
         """Insert the adapter into ``model`` (hooks or module swaps). Default: nothing."""

@@ -20,6 +20,7 @@ class NoAdapter(Adapter):
     """Zero-shot: the backbone as it is; nothing trains (0 parameters)."""
 
     frozen_towers = True  # the towers' outputs can be cached (rdbench.training.feature_cache)
+    text_padding_invariant = True  # checked by tests/test_registry.py
 
 
 @register("adapter/full", tags=("baseline",), search_space=FULL_SPACE)
@@ -29,6 +30,8 @@ class FullFineTuning(Adapter):
     The upper reference of PEFT tables (PE-RSITR, GeoRSCLIP-FT); 151,277,313 parameters on
     ViT-B-32.
     """
+
+    text_padding_invariant = True  # checked by tests/test_registry.py
 
     def trainable_parameters(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
         for name, param in model.named_parameters():
@@ -86,6 +89,8 @@ class BottleneckAdapter(Adapter):
             end); None: every block.
         dropout: Dropout after the ReLU.
     """
+
+    text_padding_invariant = True  # checked by tests/test_registry.py
 
     def __init__(
         self,

@@ -90,6 +90,8 @@ class CMAAdapter(Adapter):
         dropout: Dropout after the down-projection's activation.
     """
 
+    text_padding_invariant = True  # checked by tests/test_registry.py
+
     def __init__(
         self,
         bottleneck: PositiveInt = 64,

@@ -27,6 +27,8 @@ class LinearProbeAdapter(Adapter):
 
     frozen_towers = True  # only the projections train: the default heads apply them
 
+    text_padding_invariant = True  # checked by tests/test_registry.py
+
     def trainable_parameters(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
         for name in ("visual.proj", "text_projection"):
             module, _, attr = name.rpartition(".")
@@ -51,6 +53,8 @@ class HoulsbyAdapter(Adapter):
         layers: 0-based indices of the blocks that get adapters (negative ones count from the
             end); None: every block.
     """
+
+    text_padding_invariant = True  # checked by tests/test_registry.py
 
     def __init__(self, bottleneck: int = 2, layers: list[int] | None = None):
         super().__init__()
@@ -94,6 +98,8 @@ class CLIPAdapter(Adapter):
 
     identity_at_init = False
     frozen_towers = True  # acts on the towers' outputs only: see head_image / head_text
+
+    text_padding_invariant = True  # checked by tests/test_registry.py
 
     def __init__(self, ratio: float = 0.2, reduction: int = 2, towers: list[str] = ["vision", "text"]):  # noqa: B006
         super().__init__()
@@ -166,6 +172,8 @@ class MRSAdapter(Adapter):
         scale: Factor on the module's output before it is added to the MLP's.
     """
 
+    text_padding_invariant = True  # checked by tests/test_registry.py
+
     def __init__(self, bottleneck: int = 64, shared: int = 64, dropout: float = 0.5, scale: float = 1.0):
         super().__init__()
         self.bottleneck, self.shared, self.dropout, self.scale = bottleneck, shared, dropout, scale
@@ -211,6 +219,8 @@ class SharedCoreAdapter(Adapter):
     """
 
     sublayers: tuple[str, ...] = ("mlp",)
+
+    text_padding_invariant = True  # checked by tests/test_registry.py
 
     def __init__(self, bottleneck: int, scale: float = 0.1, layers: list[int] | None = None):
         super().__init__()

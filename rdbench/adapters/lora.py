@@ -81,6 +81,8 @@ class LoRAAdapter(Adapter):
             end); None: every block.
     """
 
+    text_padding_invariant = True  # checked by tests/test_registry.py
+
     def __init__(
         self,
         rank: int = 8,

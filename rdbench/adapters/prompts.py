@@ -132,6 +132,8 @@ class VPTAdapter(Adapter):
 
     identity_at_init = False
 
+    text_padding_invariant = True  # checked by tests/test_registry.py
+
     def __init__(self, n_tokens: int = 50, deep: bool = True, init_std: float = 0.02):
         super().__init__()
         if n_tokens < 1:

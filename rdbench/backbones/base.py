@@ -23,7 +23,7 @@ from torch import nn
 from rdbench.backbones.hub import check_sha256, hub_checkpoint
 from rdbench.cache_files import file_sha256  # noqa: F401  (re-exported for tiny_rs and plugins)
 from rdbench.errors import DataError
-from rdbench.openclip import create_model, open_clip
+from rdbench.openclip import create_model, get_tokenizer, open_clip
 from rdbench.registry import REGISTRY, register
 
 
@@ -92,7 +92,7 @@ class OpenCLIPBackbone(Backbone):
         self.architecture, self.pretrained = architecture, pretrained
         config = open_clip.get_model_config(architecture)
         self.image_size = int(image_size or config["vision_cfg"].get("image_size", 224))
-        self._tokenizer = open_clip.get_tokenizer(architecture)
+        self._tokenizer = get_tokenizer(architecture)
         self.mean = tuple(open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(open_clip.OPENAI_DATASET_STD)
         self._checksum: str | None = None

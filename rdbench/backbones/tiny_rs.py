@@ -26,7 +26,7 @@ from torch import nn
 from rdbench.atomic import atomic_path
 from rdbench.cache_files import record_digest, trusted
 from rdbench.backbones.base import Backbone, file_sha256, load_state
-from rdbench.openclip import create_model, open_clip
+from rdbench.openclip import create_model, get_tokenizer, open_clip
 from rdbench.registry import register
 
 CONFIG_PATH = Path(__file__).with_name("tiny-rs.json")
@@ -70,7 +70,7 @@ class TinyRSBackbone(Backbone):
         self.image_size = config["vision_cfg"]["image_size"]
         self.mean = tuple(open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(open_clip.OPENAI_DATASET_STD)
-        self._tokenizer = open_clip.get_tokenizer(ARCHITECTURE)
+        self._tokenizer = get_tokenizer(ARCHITECTURE)
 
     @property
     def recipe(self) -> dict[str, Any]:

@@ -39,13 +39,18 @@ class Evaluation:
 
 
 def split_evaluation(chunks: list[tuple[str, torch.Tensor, torch.Tensor]], caption_image: torch.Tensor,
-                     *, lineages: bool = False) -> Evaluation:
+                     *, lineages: bool = False, same_caption: torch.Tensor | None = None) -> Evaluation:
     """The metric of a split from its ``(kind, item indices, embeddings)`` chunks (any order,
     any rank's share: every rank's chunks are gathered first); with ``lineages``, also the
-    recalls under the public evaluation codes' tie handling, from the same similarities."""
+    recalls under the public evaluation codes' tie handling, from the same similarities.
+
+    ``same_caption`` (:attr:`rdbench.data.loading.loaders.SplitData.same_caption`): captions
+    that repeat another were not encoded and take its embedding."""
     chunks = _gathered(chunks)
     images = _ordered([(i, e) for kind, i, e in chunks if kind == "images"])
-    texts = _ordered([(i, e) for kind, i, e in chunks if kind == "texts"])
+    texts = _ordered([(i, e) for kind, i, e in chunks if kind == "texts"], len(caption_image))
+    if same_caption is not None:
+        texts = texts[same_caption.to(texts.device)]
     ranks: dict[str, torch.Tensor] = {}
     values = retrieval_metrics(images, texts, caption_image.to(images.device), ranks=ranks)
     counts = {k: int(values[k]) for k in COUNTS}
@@ -64,7 +69,7 @@ def evaluate(trainer: Any, module: Any, data: Any, split: str, *, lineages: bool
         warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
         chunks = trainer.predict(module, datamodule=data, return_predictions=True)
     items = data.split(split)
-    result = split_evaluation(list(chunks or []), items.caption_image, lineages=lineages)
+    result = split_evaluation(list(chunks or []), items.caption_image, lineages=lineages, same_caption=items.same_caption)
     result.diagnostics["per_class"] = recall_per_class(result.ranks, items.caption_image, items.labels, list(data.classes))
     return result
 
@@ -83,10 +88,11 @@ def _gathered(chunks: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[tupl
     return [(k, i.to(device), e.to(device)) for part in everyone for k, i, e in part]
 
 
-def _ordered(chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Embeddings in item order, whatever order the batches came in."""
+def _ordered(chunks: list[tuple[torch.Tensor, torch.Tensor]], n: int | None = None) -> torch.Tensor:
+    """Embeddings in item order (``n`` rows; rows of items not encoded are NaN), whatever order
+    the batches came in."""
     index = torch.cat([i for i, _ in chunks])
     emb = torch.cat([e for _, e in chunks])
-    out = torch.empty_like(emb)
+    out = emb.new_full((len(emb) if n is None else n, *emb.shape[1:]), float("nan"))
     out[index.to(emb.device)] = emb
     return out

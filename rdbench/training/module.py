@@ -32,6 +32,7 @@ from rdbench.adapters.base import Adapter
 from rdbench.errors import RdbenchError
 from rdbench.evaluation import METRIC_NAMES
 from rdbench.losses.base import CompositeLoss, StepOutputs
+from rdbench.openclip import text_trims_padding, trim_text_padding
 from rdbench.optim import Optimizer
 from rdbench.training.evaluate import Evaluation, split_evaluation
 from rdbench.training.feature_cache import FeatureCache
@@ -73,6 +74,9 @@ class RetrievalModule(L.LightningModule):
         self.strict_loading = False
         self._val_chunks: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         self.features = features
+        #: Cut each text batch at its longest caption (the adapter and the backbone both declare
+        #: that padding after a caption's end token changes nothing: rdbench.adapters.base).
+        self.trim_text = bool(adapter.text_padding_invariant and text_trims_padding(model))
         #: The split the predict loop encodes (set by rdbench.training.evaluate.evaluate).
         self.predict_split = "test"
         #: The validation loop's evaluation after each optimiser step count it ran at: the run's
@@ -88,6 +92,8 @@ class RetrievalModule(L.LightningModule):
         return F.normalize(self.adapter.encode_image(self.model, self.prepare_images(images)), dim=-1)
 
     def embed_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.trim_text:
+            tokens = trim_text_padding(tokens)
         return F.normalize(self.adapter.encode_text(self.model, tokens), dim=-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +179,8 @@ class RetrievalModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # model selection: the checkpoint callback monitors what is logged here
-        owner = self.trainer.datamodule.split("val").caption_image
-        result = split_evaluation(self._val_chunks, owner)
+        split = self.trainer.datamodule.split("val")
+        result = split_evaluation(self._val_chunks, split.caption_image, same_caption=split.same_caption)
         metrics = result.metrics
         self._val_chunks = []
         if not self.trainer.sanity_checking:

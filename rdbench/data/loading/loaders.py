@@ -14,6 +14,7 @@ batches stay small (uint8) on the way there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
 import lightning as L
@@ -38,6 +39,29 @@ class SplitData:
     captions: list[str]
     tokens: torch.Tensor  # (M, L)
     caption_image: torch.Tensor  # (M,) index into images
+
+    @cached_property
+    def same_caption(self) -> torch.Tensor:
+        """(M,) for each caption, the first caption with the same tokens (itself when unique).
+
+        Evaluation encodes each distinct token sequence once and gives its duplicates the same
+        embedding: an encoder in eval mode maps equal inputs to equal outputs, so this changes
+        nothing but the time (RSICD and RSITMD repeat captions; so does the embedded data).
+        """
+        _, inverse = torch.unique(self.tokens, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,) if len(inverse) else (0,), len(inverse), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(len(inverse)), reduce="amin")
+        return first[inverse]
+
+    @cached_property
+    def caption_order(self) -> list[int]:
+        """The distinct captions (:attr:`same_caption`'s representatives), shortest first, in
+        the order evaluation encodes them: a batch of similar lengths can then be cut at its
+        longest caption (:func:`rdbench.openclip.trim_text_padding`)."""
+        distinct = (self.same_caption == torch.arange(len(self.same_caption))).nonzero().flatten()
+        used = self.tokens[distinct].ne(0)
+        length = torch.where(used.any(1), used.shape[1] - used.flip(1).int().argmax(1), 0)
+        return distinct[torch.sort(length, stable=True).indices].tolist()
 
 
 def build_split(
@@ -159,17 +183,22 @@ class EvalItems(Dataset):
 
 
 class KindBatches(Sampler[list[int]]):
-    """Batches of images, then batches of captions: a batch never mixes the two."""
+    """Batches of images, then batches of captions: a batch never mixes the two.
 
-    def __init__(self, n_images: int, n_captions: int, batch_size: int, rank: int = 0, world: int = 1):
+    ``captions`` (default: all, in order) are the caption indices to encode, in the order to
+    encode them (:attr:`SplitData.caption_order`: each distinct caption once, shortest first).
+    """
+
+    def __init__(self, n_images: int, n_captions: int, batch_size: int, rank: int = 0, world: int = 1,
+                 captions: list[int] | None = None):
         self.n_images, self.n_captions, self.batch_size = n_images, n_captions, batch_size
         self.rank, self.world = rank, world
+        self.captions = list(range(n_captions)) if captions is None else captions
 
     def _all(self) -> list[list[int]]:
-        out = []
-        for start, stop in ((0, self.n_images), (self.n_images, self.n_images + self.n_captions)):
-            for b in range(start, stop, self.batch_size):
-                out.append(list(range(b, min(b + self.batch_size, stop))))
+        out = [list(range(b, min(b + self.batch_size, self.n_images))) for b in range(0, self.n_images, self.batch_size)]
+        items = [self.n_images + j for j in self.captions]
+        out += [items[b : b + self.batch_size] for b in range(0, len(items), self.batch_size)]
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -279,7 +308,8 @@ class RetrievalDataModule(EvalLoaders, L.LightningDataModule):
         items = EvalItems(data, self.eval_transform, self.image_size)
         return DataLoader(
             items,
-            batch_sampler=KindBatches(items.n_images, len(data.captions), self.eval_batch_size, *self._rank_world()),
+            batch_sampler=KindBatches(items.n_images, len(data.captions), self.eval_batch_size, *self._rank_world(),
+                                      captions=data.caption_order),
             collate_fn=pass_batch,
             num_workers=self.num_workers,
         )
