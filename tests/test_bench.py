@@ -5,6 +5,7 @@ slot, evaluation encodes every item once; plus the report and rdbench.bench.gpu 
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,49 @@ def test_the_peft_bound_counts_the_models_own_products():
     assert products["full"] == 3 * flops["linear"] + 3 * flops["attention"] + 2 * flops["patch"]
     assert products["peft"] == 2 * flops["linear"] + 3 * flops["attention"] + flops["patch"]
     assert peft_bound(flops, 0.1) == pytest.approx(0.9 * products["ratio"])
+
+
+def test_time_by_kind_sorts_a_real_step():
+    """The profile behind the PEFT figure: a CMAA step on the tiny model has matrix products,
+    attention kernels and an optimiser, and the kinds add up to the profiled operators' time."""
+    from rdbench.bench.bound import KINDS, REST, time_by_kind
+    from rdbench.bench.peft import profile_line, train_step
+    from rdbench.testing import make_batch
+
+    module = build_module("adapter/cmaa", tiny_clip()).train()
+    optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 10)
+    batch = make_batch(6)
+    train_step(module, optimizer, batch)
+    kinds = time_by_kind(lambda: train_step(module, optimizer, batch))
+    assert list(kinds) == [k for k, _ in KINDS] + [REST]
+    assert kinds["matrix products"] > 0 and kinds["attention kernels"] > 0 and kinds["optimiser"] > 0
+    line = profile_line({"full": kinds, "peft": kinds})
+    assert "matrix products" in line and "shrink to 1.00" in line
+
+
+def test_side_by_side_counts_trainings_and_equal_metrics(tmp_path):
+    """Two results folders: a reused selection candidate is not a training; equal and differing
+    metrics are counted."""
+    from rdbench.bench.side_by_side import compare
+    from rdbench.results.record import Record
+
+    def record(folder, run, seed, mR, reused=False):
+        rec = Record(suite="s", run=run, run_index=0, seed=seed, status="success",
+                     started_at="2026-01-01T00:00:00+00:00", finished_at="2026-01-01T00:10:00+00:00",
+                     metrics={"val/mR": mR, "test/mR": mR + 1}, cost={"backbone_params": 1},
+                     selection={"monitor": "val/mR", **({"trained_in": "select/c0/seed0"} if reused else {})})
+        path = folder / "s" / run / f"seed{seed}"
+        path.mkdir(parents=True)
+        (path / "record.json").write_text(json.dumps(rec.to_json()))
+
+    for folder, second in ((tmp_path / "a", 2.0), (tmp_path / "b", 2.5)):
+        record(folder, "x", 0, 1.0, reused=True)
+        record(folder, "x", 1, second)
+        record(folder, "y", 0, 3.0)
+    broken = tmp_path / "a" / "s" / "z" / "seed0"
+    broken.mkdir(parents=True)
+    (broken / "record.json").write_text("{")  # a record cut short: counted, never compared
+    lines = compare(tmp_path / "a", tmp_path / "b", wall=(100.0, 50.0))
+    assert lines[0] == "before: 2 trainings (3 records, 1 not successful) in 100 s: 72.0 trainings per hour"
+    assert lines[2] == "after / before: 2.00x trainings per hour"
+    assert lines[3] == "metrics of the 3 records in both: 4 of 6 equal, largest difference 0.5000"

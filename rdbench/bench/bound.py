@@ -75,3 +75,29 @@ def step_products(flops: dict[str, float]) -> dict[str, float]:
 def peft_bound(flops: dict[str, float], optimizer_share: float) -> float:
     """The least PEFT / full step-time ratio: the products' ratio on the full step's non-optimiser share."""
     return (1.0 - optimizer_share) * step_products(flops)["ratio"]
+
+
+#: How :func:`time_by_kind` sorts the profiler's operators (first match on the lower-cased name).
+KINDS = (
+    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "convolution")),
+    ("attention kernels", ("scaled_dot_product", "flash_attention")),
+    ("optimiser", ("_foreach_", "optimizer.step", "adam")),
+    ("copies and layout", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::_to_copy",
+                           "aten::stack", "aten::index")),
+)
+REST = "elementwise, norms and the rest"
+
+
+def time_by_kind(step) -> dict[str, float]:
+    """Self CPU seconds of one call of ``step`` by kind of operator (:data:`KINDS`), from
+    ``torch.profiler``: where a step's time goes beyond its matrix products."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    out = dict.fromkeys([kind for kind, _ in KINDS] + [REST], 0.0)
+    for event in prof.key_averages():
+        name = event.key.lower()
+        kind = next((k for k, keys in KINDS if any(s in name for s in keys)), REST)
+        out[kind] += event.self_cpu_time_total / 1e6
+    return out

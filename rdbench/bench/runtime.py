@@ -25,6 +25,9 @@ whole start-up, is reported beside it.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -123,6 +126,77 @@ def one_run(folder: Path) -> dict[str, float]:
             "batches": clock.batches, "checkpoint_writes": writes["n"]}
 
 
+def step_throughput(seconds: float, threads: int) -> dict[str, float]:
+    """Run in a child process: training steps per second of the ablation's ``cmaa`` row (tiny-rs,
+    its real first batch) at ``threads`` torch threads, stepping for ``seconds`` after 3 warm-up
+    steps."""
+    import torch
+
+    from rdbench.resolution.run import resolve_plan
+    from rdbench.suite import expand, load_suite
+    from rdbench.training.assemble import assemble
+
+    torch.set_num_threads(threads)
+    [plan] = expand(load_suite(SUITE), only=[RUN], seeds=[0], overrides=[(["optimizer", "lr"], LR)])
+    plan.config.pop("select", None)
+    built = assemble(resolve_plan(plan, SUITE))
+    built.data.setup("fit")
+    batch = next(iter(built.data.train_dataloader()))
+    module = built.module.train()
+    optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 1000)
+
+    def step() -> None:
+        total, _ = module.compute_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        steps += 1
+    return {"steps_per_s": steps / (time.perf_counter() - t0)}
+
+
+def _children(count: int, threads: int, seconds: float) -> float:
+    """Steps per second of ``count`` concurrent child processes at ``threads`` threads, summed."""
+    command = [sys.executable, "-m", "rdbench.bench.runtime", "--throughput", str(seconds), "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for _ in range(count)]
+    total = 0.0
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"throughput child failed:\n{err[-2000:]}")
+        total += json.loads(out.strip().splitlines()[-1])["steps_per_s"]
+    return total
+
+
+def jobs_figure(settings: Settings) -> Figure:
+    """One process with every core's thread against one single-thread process per core: the
+    training-step throughput that decides ``--jobs`` (docs/performance.md)."""
+    seconds, rounds = (5.0, 1) if settings.quick else (20.0, 2)
+    cores = os.cpu_count() or 1
+    one, many = [], []
+    for _ in range(rounds):  # interleaved: the machine's load drifts
+        one.append(_children(1, cores, seconds))
+        many.append(_children(cores, 1, seconds))
+    ratio = median([m / o for m, o in zip(many, one)])
+    return Figure(
+        f"Training throughput, {cores} processes x 1 thread / 1 process x {cores} threads (ablation row cmaa)", ratio, "x",
+        "none (chooses --jobs)", None,
+        [f"tiny-rs / synthetic-rs, the run's first batch (32 pairs), steps of {seconds:.0f} s per child after 3 warm-up "
+         f"steps, {rounds} interleaved rounds: 1 x {cores} threads {median(one):.2f} steps/s, {cores} x 1 thread "
+         f"{median(many):.2f} steps/s in all",
+         (f"so the suites recommend `--jobs {cores}` on this machine: each worker takes one thread "
+          "(rdbench run gives each its share of the cores)") if ratio > 1 else
+         "so one process with every thread trains faster here than one process per core"],
+        settings.command, {"one_process": median(one), "per_core": median(many)})
+
+
 def trainings_per_worker(jobs: int = 2) -> float:
     """The ablation suite's trainings (each run and seed, plus the selection candidates that no
     seed reuses) per ``rdbench run`` worker at ``--jobs`` ``jobs``."""
@@ -165,4 +239,18 @@ def figures(settings: Settings) -> list[Figure]:
          f"{phases['steps'] / max(phases['batches'], 1) * 1e3:.0f} ms on average",
          f"the same run started alone (`rdbench run suites/ablation.yaml --only {RUN}`, the whole start-up its own): "
          f"{alone:.3f} of it outside training steps"],
-        settings.command, {**phases, "startup": startup, "trainings_per_worker": per_worker, "alone": alone})]
+        settings.command, {**phases, "startup": startup, "trainings_per_worker": per_worker, "alone": alone}),
+        jobs_figure(settings)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rdbench.bench.runtime")
+    parser.add_argument("--throughput", type=float, metavar="SECONDS", required=True,
+                        help="child mode: print the cmaa row's training steps per second")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(json.dumps(step_throughput(args.throughput, args.threads)))
+
+
+if __name__ == "__main__":
+    main()
