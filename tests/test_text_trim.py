@@ -1,5 +1,5 @@
 """Text batches cut at their longest caption, and tokenization remembered in a process: the
-fast paths give the plain paths' results (docs/performance.md, "Runs per hour")."""
+fast paths give the plain paths' results (docs/runs-per-hour.md)."""
 
 from __future__ import annotations
 

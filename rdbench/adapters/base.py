@@ -32,8 +32,8 @@ mixer contract of :mod:`rdbench.adapters.parts` already asks that of mixers):
 padding after its end token, trained or not. On a backbone whose text tower is causal and pools
 at the end token (:func:`rdbench.openclip.text_trims_padding`), the module then drops the
 padding columns that every caption of a batch has (:func:`rdbench.openclip.trim_text_padding`)
-and evaluates captions sorted by length: the same embeddings up to float rounding, from about a
-third of the text tokens on the embedded default. ``rdbench.testing.check_text_padding`` checks
+and evaluates captions sorted by length: the same embeddings up to float rounding, from a
+fraction of the text tokens (docs/runs-per-hour.md). ``rdbench.testing.check_text_padding`` checks
 the declaration with trained (randomised) weights; the registry test runs it on every key that
 declares it.
 

@@ -10,7 +10,7 @@
   metrics are equal to the last digit, with the largest difference.
 
 It compares what two versions of the code (two ``git worktree`` checkouts, say) produced from
-the same suite file; docs/performance.md, "Runs per hour", shows the procedure and one result.
+the same suite file; docs/runs-per-hour.md shows the procedure and one result.
 """
 
 from __future__ import annotations
