@@ -271,15 +271,20 @@ def test_the_committed_report_is_the_generated_one():
 
 def test_the_peft_bound_counts_the_models_own_products():
     """bound.py on the tiny model, against the products counted by hand: 2 blocks per tower of
-    width 32, 17 image tokens (4 x 4 patches and the class token), 16 text tokens, batch 6."""
+    width 32, 17 image tokens (4 x 4 patches and the class token), text tokens up to the longest
+    caption, batch 6."""
     from rdbench.bench.bound import peft_bound, product_flops, step_products
+    from rdbench.openclip import trim_text_padding
     from rdbench.testing import make_batch, tiny_clip
 
-    flops = product_flops(tiny_clip(), make_batch(6))
-    rows = {"image": 6 * 17, "text": 6 * 16}
+    batch = make_batch(6)
+    flops = product_flops(tiny_clip(), batch)
+    length = trim_text_padding(batch["tokens"]).shape[1]  # the text tower runs up to the longest caption
+    assert length < 16
+    rows = {"image": 6 * 17, "text": 6 * length}
     per_token = 2 * (3 + 1 + 4 + 4) * 32 * 32  # in-projection, out-projection, MLP up and down
     assert flops["linear"] == 2 * per_token * (rows["image"] + rows["text"])
-    assert flops["attention"] == 2 * 4 * 32 * (rows["image"] * 17 + rows["text"] * 16)
+    assert flops["attention"] == 2 * 4 * 32 * (rows["image"] * 17 + rows["text"] * length)
     assert flops["patch"] == 2 * (6 * 32 * 4 * 4) * (3 * 8 * 8)
     products = step_products(flops)
     assert products["full"] == 3 * flops["linear"] + 3 * flops["attention"] + 2 * flops["patch"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rdbench.openclip import text_trims_padding, trim_text_padding
+
 
 def product_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """Forward floating-point operations of one batch through ``model``'s matrix products, by
@@ -58,7 +60,8 @@ def product_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str,
     try:
         with torch.no_grad():
             model.encode_image(batch["images"].float() / 255.0)
-            model.encode_text(batch["tokens"])
+            # the tokens a step's text tower sees: cut at the longest caption where the model allows
+            model.encode_text(trim_text_padding(batch["tokens"]) if text_trims_padding(model) else batch["tokens"])
     finally:
         for handle in handles:
             handle.remove()

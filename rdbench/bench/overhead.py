@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from rdbench.bench.common import Figure, Settings, build_module, interleave, median, paired_ratio, random_batch, trainable
+from rdbench.openclip import trim_text_padding
 
 
 def _loader(batch: dict[str, torch.Tensor], steps: int):
@@ -76,7 +77,8 @@ def plain_round(module, batch, warmup: int, steps: int) -> list[float]:
         marks.append(time.perf_counter())
         images = (b["images"].float().div(255) - mean) / std
         image_emb = F.normalize(adapter.encode_image(model, images), dim=-1)
-        text_emb = F.normalize(adapter.encode_text(model, b["tokens"]), dim=-1)
+        tokens = trim_text_padding(b["tokens"]) if module.trim_text else b["tokens"]  # as the module cuts them
+        text_emb = F.normalize(adapter.encode_text(model, tokens), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t()
         targets = (b["image_ids"][:, None] == b["image_ids"][None, :]).float()
         targets = targets / targets.sum(dim=1, keepdim=True)
