@@ -86,17 +86,22 @@ def startup_seconds(rounds: int = 2) -> float:
     return median([once() for _ in range(rounds)])
 
 
-def one_run(folder: Path) -> dict[str, float]:
-    """Run the ablation's ``cmaa`` row once into ``folder`` and time its phases."""
+def timed_run():
+    """The ablation's ``cmaa`` row at seed 0 with one of its learning rates, resolved."""
     from rdbench.resolution.run import resolve_plan
     from rdbench.suite import expand, load_suite
+
+    [plan] = expand(load_suite(SUITE), only=[RUN], seeds=[0], overrides=[(["optimizer", "lr"], LR)])
+    plan.config.pop("select", None)  # the candidate's learning rate replaces the selection
+    return resolve_plan(plan, SUITE)
+
+
+def one_run(folder: Path) -> dict[str, float]:
+    """Run the ablation's ``cmaa`` row once into ``folder`` and time its phases."""
     from rdbench.training import checkpoint_io
     from rdbench.training.execute import execute
 
-    suite = load_suite(SUITE)
-    [plan] = expand(suite, only=[RUN], seeds=[0], overrides=[(["optimizer", "lr"], LR)])
-    plan.config.pop("select", None)
-    run = resolve_plan(plan, SUITE)
+    run = timed_run()
     clock = PhaseClock()
     writes = {"s": 0.0, "n": 0}
     original = checkpoint_io.AtomicCheckpointIO.save_checkpoint
@@ -132,30 +137,21 @@ def step_throughput(seconds: float, threads: int) -> dict[str, float]:
     steps."""
     import torch
 
-    from rdbench.resolution.run import resolve_plan
-    from rdbench.suite import expand, load_suite
+    from rdbench.bench.peft import train_step
     from rdbench.training.assemble import assemble
 
     torch.set_num_threads(threads)
-    [plan] = expand(load_suite(SUITE), only=[RUN], seeds=[0], overrides=[(["optimizer", "lr"], LR)])
-    plan.config.pop("select", None)
-    built = assemble(resolve_plan(plan, SUITE))
+    built = assemble(timed_run())
     built.data.setup("fit")
     batch = next(iter(built.data.train_dataloader()))
     module = built.module.train()
     optimizer, _ = module.optimizer_factory.build([p for p in module.parameters() if p.requires_grad], 1000)
 
-    def step() -> None:
-        total, _ = module.compute_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-
     for _ in range(3):
-        step()
+        train_step(module, optimizer, batch)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        step()
+        train_step(module, optimizer, batch)
         steps += 1
     return {"steps_per_s": steps / (time.perf_counter() - t0)}
 
